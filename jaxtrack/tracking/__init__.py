@@ -1,1 +1,50 @@
-"""jaxtrack.tracking."""
+"""Tracker families as pure functions behind one interface.
+
+>>> tracker = jaxtrack.tracking.create("siamfcpp_alexnet")
+>>> variables = tracker.init_variables(jax.random.key(0))
+>>> state = tracker.init(variables, frame, box)            # frame HxWx3 BGR, box [x, y, w, h] 0-based
+>>> state, box, score = tracker.step(variables, state, frame)
+>>> boxes, scores = tracker.track_sequence(variables, frames, box0)
+"""
+
+from __future__ import annotations
+
+from jaxtrack.tracking.base import Tracker, TrackState, check_frame_shape, check_init_box
+from jaxtrack.tracking.configs import CONFIGS, SiamFCppConfig, SiamRPNConfig, get_config
+from jaxtrack.tracking.families import SiamFCppTracker, SiamRPNTracker
+
+
+def build_model(config):
+    """The Flax module of a tracker configuration."""
+    from jaxtrack import models
+
+    if isinstance(config, SiamFCppConfig):
+        return models.SiamFCppAlexNet()
+    if config.backbone == "resnet50":
+        return models.SiamRPNPP(weighted=config.weighted_fusion)
+    if config.backbone == "alexnet":
+        return models.SiamRPNAlex()
+    raise ValueError(f"no model for backbone {config.backbone!r} of tracker {config.name!r}")
+
+
+def create(name: str, **overrides) -> Tracker:
+    """The tracker ``name`` (see ``CONFIGS``) with its published hyper-parameters, optionally overridden."""
+    config = get_config(name, **overrides)
+    cls = SiamFCppTracker if isinstance(config, SiamFCppConfig) else SiamRPNTracker
+    return cls(config=config, model=build_model(config))
+
+
+__all__ = [
+    "CONFIGS",
+    "SiamFCppConfig",
+    "SiamFCppTracker",
+    "SiamRPNConfig",
+    "SiamRPNTracker",
+    "TrackState",
+    "Tracker",
+    "build_model",
+    "check_frame_shape",
+    "check_init_box",
+    "create",
+    "get_config",
+]

@@ -1,0 +1,285 @@
+"""One tracker interface for every Siamese family, as pure functions.
+
+A :class:`Tracker` holds a static configuration and a Flax module; everything it does is a pure function of
+explicit inputs (``variables`` = the Flax variables dict, a :class:`TrackState`, frames). The pieces that
+attacks, the defense and template refinement hook into are separate functions:
+
+``template_crop``  frame → template crop z [Z,Z,3] (BGR float, 0..255)
+``embed_template`` z → template embedding (kept in the state)
+``search_crop``    frame, state → search crop x [X,X,3] and the crop scale
+``head``           embedding, x → raw head outputs (dict of arrays, batch dim 1)
+``decode``         raw outputs, state → new state, box, score
+
+``init``/``step`` compose them for one frame; ``track_sequence`` runs a whole sequence as one ``lax.scan``;
+``track_batch`` vmaps that over padded sequences; ``track_chunks`` streams a long sequence chunk by chunk
+(frames loaded lazily, the state carried across chunks) so memory stays bounded.
+
+Conventions: frames are ``HxWx3`` BGR, ``uint8`` or float in [0, 255], kept ``uint8`` until cropped.
+Boxes are ``[x, y, w, h]``, 0-based, in frame pixels. The score of frame 0 (the initialisation frame) is 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Iterable, Iterator
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtrack.tracking.crop import channel_average
+
+
+@flax.struct.dataclass
+class TrackState:
+    """Per-sequence tracker state (a pytree).
+
+    center: [2] target centre (cx, cy) in frame pixels, in the family's centre convention.
+    size:   [2] target size (w, h) in frame pixels.
+    channel_avg: [3] per-channel mean of the first frame (BGR), the crop padding colour.
+    template: the template embedding pytree returned by ``embed_template`` (batch dim 1).
+    """
+
+    center: jax.Array
+    size: jax.Array
+    channel_avg: jax.Array
+    template: Any
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_frame_shape(shape: tuple[int, ...], what: str = "frame") -> None:
+    """Reject frames that are not ``HxWx3`` (grayscale / RGBA must be converted by the reader)."""
+    if len(shape) != 3 or shape[-1] != 3:
+        hint = ""
+        if len(shape) == 2 or (len(shape) == 3 and shape[-1] == 1):
+            hint = " (grayscale: convert with cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) or read with jaxtrack.data.read_frame)"
+        elif len(shape) == 3 and shape[-1] == 4:
+            hint = " (4 channels: drop alpha with cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) or read with jaxtrack.data.read_frame)"
+        raise ValueError(f"{what} must be HxWx3 BGR, got shape {tuple(shape)}{hint}")
+
+
+def check_init_box(box, frame_hw: tuple[int, int], what: str = "initial box") -> np.ndarray:
+    """Validate an ``[x, y, w, h]`` box against a frame of size ``(H, W)``; returns it as float64."""
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.shape != (4,):
+        raise ValueError(f"{what} must have 4 values [x, y, w, h], got {b.size}")
+    if not np.all(np.isfinite(b)):
+        raise ValueError(f"{what} {b.tolist()} contains NaN or infinity")
+    x, y, w, h = b
+    if w <= 0 or h <= 0:
+        raise ValueError(f"{what} {b.tolist()} has non-positive width or height")
+    H, W = frame_hw
+    if x + w <= 0 or y + h <= 0 or x >= W or y >= H:
+        raise ValueError(f"{what} {b.tolist()} lies entirely outside the {W}x{H} frame")
+    return b
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Tracker:
+    """Static configuration + Flax module + pure functions. Subclasses define one tracker family."""
+
+    config: Any
+    model: Any  # flax.linen.Module with methods ``template`` and ``track``
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # ------------------------------------------------------------------ family-specific (subclasses)
+    def box_to_center_size(self, box: jax.Array) -> tuple[jax.Array, jax.Array]:
+        raise NotImplementedError
+
+    def center_size_to_box(self, center: jax.Array, size: jax.Array) -> jax.Array:
+        raise NotImplementedError
+
+    def template_crop(self, frame, center, size, channel_avg) -> jax.Array:
+        raise NotImplementedError
+
+    def search_crop(self, frame, center, size, channel_avg) -> tuple[jax.Array, jax.Array]:
+        raise NotImplementedError
+
+    def decode(self, raw, center, size, scale, frame_hw) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Raw head outputs of one crop → (new centre, new size, score of the chosen position)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ network
+    def init_variables(self, key: jax.Array) -> dict:
+        """Randomly initialised Flax variables (``params`` + ``batch_stats``)."""
+        c = self.config
+        z = jnp.zeros((1, c.exemplar_size, c.exemplar_size, 3), jnp.float32)
+        x = jnp.zeros((1, c.instance_size, c.instance_size, 3), jnp.float32)
+        variables = jax.jit(self.model.init)(key, z, x)
+        return flax.core.unfreeze(variables) if isinstance(variables, flax.core.FrozenDict) else variables
+
+    def embed_template(self, variables, z: jax.Array):
+        """Template embedding of crops z [Z,Z,3] (a batch dim is added) or [B,Z,Z,3]."""
+        z = z[None] if z.ndim == 3 else z
+        return self.model.apply(variables, z, method=self.model.template)
+
+    def head(self, variables, template, x: jax.Array) -> dict:
+        """Raw head outputs for search crops x [X,X,3] (a batch dim is added) or [B,X,X,3]."""
+        x = x[None] if x.ndim == 3 else x
+        return self.model.apply(variables, template, x, method=self.model.track)
+
+    # ------------------------------------------------------------------ one frame, pure
+    def init_pure(self, variables, frame, box) -> TrackState:
+        check_frame_shape(frame.shape)
+        box = jnp.asarray(box, jnp.float32)
+        center, size = self.box_to_center_size(box)
+        avg = channel_average(frame)
+        z = self.template_crop(frame, center, size, avg)
+        return TrackState(center=center, size=size, channel_avg=avg, template=self.embed_template(variables, z))
+
+    def step_pure(self, variables, state: TrackState, frame) -> tuple[TrackState, jax.Array, jax.Array]:
+        check_frame_shape(frame.shape)
+        x, scale = self.search_crop(frame, state.center, state.size, state.channel_avg)
+        raw = self.head(variables, state.template, x)
+        center, size, score = self.decode(raw, state.center, state.size, scale, frame.shape[:2])
+        new_state = state.replace(center=center, size=size)
+        return new_state, self.center_size_to_box(center, size), score
+
+    # ------------------------------------------------------------------ jitted public API
+    @functools.cached_property
+    def _init_jit(self):
+        return jax.jit(self.init_pure)
+
+    @functools.cached_property
+    def _step_jit(self):
+        return jax.jit(self.step_pure)
+
+    def init(self, variables, frame, box) -> TrackState:
+        """State after initialising on ``frame`` with ``box`` [x, y, w, h] (jitted)."""
+        check_frame_shape(np.shape(frame))
+        if _is_concrete(box):
+            check_init_box(box, np.shape(frame)[:2])
+        return self._init_jit(variables, frame, box)
+
+    def step(self, variables, state: TrackState, frame):
+        """(new state, box [x, y, w, h], score) for the next frame (jitted)."""
+        check_frame_shape(np.shape(frame))
+        return self._step_jit(variables, state, frame)
+
+    # ------------------------------------------------------------------ sequences
+    def _masked_step(self, variables, state, frame, valid):
+        new_state, box, score = self.step_pure(variables, state, frame)
+        state = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_state, state)
+        box = jnp.where(valid, box, jnp.nan)
+        score = jnp.where(valid, score, jnp.nan)
+        return state, (box, score)
+
+    def scan_frames(self, variables, state: TrackState, frames, valid):
+        """Track frames [T,H,W,3] from ``state``; frames with ``valid[t] == False`` leave the state as it is
+        and give NaN boxes/scores. Returns (final state, boxes [T,4], scores [T])."""
+
+        def body(carry, inputs):
+            frame, ok = inputs
+            return self._masked_step(variables, carry, frame, ok)
+
+        state, (boxes, scores) = jax.lax.scan(body, state, (frames, valid))
+        return state, boxes, scores
+
+    def _sequence_pure(self, variables, frames, box0, length):
+        box0 = jnp.asarray(box0, jnp.float32)
+        state = self.init_pure(variables, frames[0], box0)
+        valid = jnp.arange(1, frames.shape[0]) < length
+        _, boxes, scores = self.scan_frames(variables, state, frames[1:], valid)
+        boxes = jnp.concatenate([box0[None], boxes], axis=0)
+        scores = jnp.concatenate([jnp.ones((1,), scores.dtype), scores], axis=0)
+        return boxes, scores
+
+    @functools.cached_property
+    def _sequence_jit(self):
+        return jax.jit(self._sequence_pure)
+
+    @functools.cached_property
+    def _batch_jit(self):
+        return jax.jit(jax.vmap(self._sequence_pure, in_axes=(None, 0, 0, 0)))
+
+    def track_sequence(self, variables, frames, box0):
+        """Boxes [T,4] and scores [T] for frames [T,H,W,3]; frame 0 is initialised with ``box0`` and its
+        output box is ``box0``. One ``lax.scan`` under jit."""
+        frames = jnp.asarray(frames)
+        check_frame_shape(frames.shape[1:], "frames[t]")
+        check_init_box(box0, frames.shape[1:3], "box0")
+        return self._sequence_jit(variables, frames, box0, frames.shape[0])
+
+    def track_batch(self, variables, frames, boxes0, lengths):
+        """vmap of ``track_sequence`` over sequences padded to a common length.
+
+        frames [B,T,H,W,3] (sequences of one frame size), boxes0 [B,4], lengths [B] (frames of each sequence,
+        1 ≤ length ≤ T). Entries at t ≥ length are NaN. Returns boxes [B,T,4], scores [B,T].
+        """
+        frames = jnp.asarray(frames)
+        check_frame_shape(frames.shape[2:], "frames[b, t]")
+        lengths = np.asarray(lengths)
+        if lengths.shape != (frames.shape[0],) or lengths.min() < 1 or lengths.max() > frames.shape[1]:
+            raise ValueError(f"lengths must be B={frames.shape[0]} values in [1, {frames.shape[1]}], got {lengths}")
+        for b, box in enumerate(np.asarray(boxes0)):
+            check_init_box(box, frames.shape[2:4], f"boxes0[{b}]")
+        return self._batch_jit(variables, frames, jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
+
+    @functools.cached_property
+    def _chunk_jit(self):
+        return jax.jit(self.scan_frames)
+
+    def track_chunks(
+        self,
+        variables,
+        chunks: Iterable[np.ndarray],
+        box0,
+        chunk_size: int,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Track a long sequence given as an iterator of frame chunks ([n,H,W,3], n ≤ chunk_size, uint8).
+
+        Each chunk is padded to ``chunk_size`` (so one compiled scan serves every chunk) and masked; the state
+        is carried from chunk to chunk, so device memory holds one chunk whatever the sequence length.
+        ``on_chunk(n)`` is called after each chunk with its number of frames (for progress bars).
+        Returns numpy boxes [T,4] and scores [T].
+        """
+        boxes_out: list[np.ndarray] = []
+        scores_out: list[np.ndarray] = []
+        state = None
+        frame_shape = None
+        for chunk in _iter_nonempty(chunks):
+            n = n_in_chunk = chunk.shape[0]
+            if n > chunk_size:
+                raise ValueError(f"chunk of {n} frames is larger than chunk_size={chunk_size}")
+            if state is None:
+                frame_shape = chunk.shape[1:]
+                check_frame_shape(frame_shape, "frames[t]")
+                box0 = check_init_box(box0, frame_shape[:2], "box0")
+                state = self.init(variables, chunk[0], box0.astype(np.float32))
+                boxes_out.append(box0[None].astype(np.float32))
+                scores_out.append(np.ones((1,), np.float32))
+                chunk = chunk[1:]
+                n -= 1
+                if n == 0:
+                    if on_chunk:
+                        on_chunk(n_in_chunk)
+                    continue
+            elif chunk.shape[1:] != frame_shape:
+                raise ValueError(f"frame size changed inside the sequence: {frame_shape} then {chunk.shape[1:]}")
+            padded = np.zeros((chunk_size,) + tuple(frame_shape), chunk.dtype)
+            padded[:n] = chunk
+            valid = np.arange(chunk_size) < n
+            state, boxes, scores = self._chunk_jit(variables, state, padded, valid)
+            boxes_out.append(np.asarray(boxes)[:n])
+            scores_out.append(np.asarray(scores)[:n])
+            if on_chunk:
+                on_chunk(n_in_chunk)
+        if state is None:
+            raise ValueError("no frames to track")
+        return np.concatenate(boxes_out), np.concatenate(scores_out)
+
+
+def _iter_nonempty(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    for chunk in chunks:
+        chunk = np.asarray(chunk)
+        if chunk.shape[0]:
+            yield chunk

@@ -1,0 +1,113 @@
+"""Tracker hyper-parameters, one frozen dataclass per published reference configuration.
+
+The values are those of the reference code (see ``../shared/reference/trackers.md``):
+
+* pysot ``experiments/siamrpn_r50_l234_dwxcorr/config.yaml`` (VOT), ``..._otb`` (OTB) and
+  ``siamrpn_alex_dwxcorr`` (``TRACK`` section);
+* video_analyst ``siamfcpp_track.py`` defaults and ``experiments/siamfcpp/test/{vot,otb}`` yaml files.
+
+Sizes are in pixels of the crops the networks see; ``context_amount`` is the pysot/video_analyst
+template context (``w + context*(w+h)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Union
+
+
+@dataclasses.dataclass(frozen=True)
+class SiamRPNConfig:
+    """pysot ``SiamRPNTracker`` settings (anchor-based RPN trackers)."""
+
+    name: str
+    backbone: str  # "resnet50" (SiamRPN++ with MultiRPN) or "alexnet" (AlexNetLegacy + DepthwiseRPN)
+    weighted_fusion: bool  # MultiRPN softmax-weighted level fusion (VOT model) or plain mean (OTB model)
+    penalty_k: float
+    window_influence: float
+    lr: float
+    exemplar_size: int = 127
+    instance_size: int = 255
+    base_size: int = 8
+    anchor_stride: int = 8
+    anchor_ratios: tuple[float, ...] = (0.33, 0.5, 1.0, 2.0, 3.0)
+    anchor_scales: tuple[float, ...] = (8.0,)
+    context_amount: float = 0.5
+    min_size: float = 10.0
+
+    family = "siamrpn"
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.anchor_ratios) * len(self.anchor_scales)
+
+    @property
+    def score_size(self) -> int:
+        """pysot: ``(INSTANCE_SIZE - EXEMPLAR_SIZE) // ANCHOR.STRIDE + 1 + BASE_SIZE``."""
+        return (self.instance_size - self.exemplar_size) // self.anchor_stride + 1 + self.base_size
+
+
+@dataclasses.dataclass(frozen=True)
+class SiamFCppConfig:
+    """video_analyst ``SiamFCppTracker`` settings (anchor-free Densebox head)."""
+
+    name: str
+    penalty_k: float = 0.04
+    window_influence: float = 0.21
+    lr: float = 0.52  # video_analyst's ``test_lr``
+    exemplar_size: int = 127  # z_size
+    instance_size: int = 303  # x_size
+    total_stride: int = 8
+    num_conv3x3: int = 3
+    context_amount: float = 0.5
+    min_size: float = 10.0
+
+    family = "siamfcpp"
+
+    @property
+    def score_size(self) -> int:
+        """video_analyst: ``(x_size - z_size) // total_stride + 1 - 2 * num_conv3x3``."""
+        return (self.instance_size - self.exemplar_size) // self.total_stride + 1 - 2 * self.num_conv3x3
+
+
+TrackerConfig = Union[SiamRPNConfig, SiamFCppConfig]
+
+CONFIGS: dict[str, TrackerConfig] = {
+    # pysot siamrpn_r50_l234_dwxcorr (VOT2018 model, weighted MultiRPN).
+    "siamrpnpp_r50": SiamRPNConfig(
+        "siamrpnpp_r50", "resnet50", True, penalty_k=0.05, window_influence=0.42, lr=0.38
+    ),
+    # pysot siamrpn_r50_l234_dwxcorr_otb (OTB model, mean fusion).
+    "siamrpnpp_r50_otb": SiamRPNConfig(
+        "siamrpnpp_r50_otb", "resnet50", False, penalty_k=0.24, window_influence=0.5, lr=0.25
+    ),
+    # pysot siamrpn_alex_dwxcorr (and _otb, identical TRACK section).
+    "siamrpn_alex": SiamRPNConfig(
+        "siamrpn_alex",
+        "alexnet",
+        False,
+        penalty_k=0.16,
+        window_influence=0.40,
+        lr=0.30,
+        instance_size=287,
+        base_size=0,
+    ),
+    # video_analyst SiamFC++ AlexNet, pipeline defaults (GOT-10k test yaml uses the same).
+    "siamfcpp_alexnet": SiamFCppConfig("siamfcpp_alexnet"),
+    # video_analyst experiments/siamfcpp/test/vot/siamfcpp_alex.yaml
+    "siamfcpp_alexnet_vot": SiamFCppConfig(
+        "siamfcpp_alexnet_vot", penalty_k=0.08, window_influence=0.21, lr=0.58
+    ),
+    # video_analyst experiments/siamfcpp/test/otb/siamfcpp_alex-otb.yaml (uses the VOT weights)
+    "siamfcpp_alexnet_otb": SiamFCppConfig(
+        "siamfcpp_alexnet_otb", penalty_k=0.0541, window_influence=0.2315, lr=0.5250
+    ),
+}
+
+
+def get_config(name: str, **overrides) -> TrackerConfig:
+    """The published configuration ``name``, optionally with some fields replaced."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown tracker {name!r}; known: {', '.join(sorted(CONFIGS))}")
+    config = CONFIGS[name]
+    return dataclasses.replace(config, **overrides) if overrides else config

@@ -1,0 +1,125 @@
+"""The two tracker families: pysot's anchor-based SiamRPN(++) and video_analyst's SiamFC++.
+
+They differ only in the crop (pad + resize vs inverse affine warp), the box/centre conventions and the
+decoding of the head outputs; the rest of the tracker interface lives in :mod:`jaxtrack.tracking.base`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtrack.tracking import postprocess as pp
+from jaxtrack.tracking.base import Tracker
+from jaxtrack.tracking.configs import SiamFCppConfig, SiamRPNConfig
+from jaxtrack.tracking.crop import crop_affine, crop_pysot
+
+
+def _context_size(size: jax.Array, context_amount: float) -> jax.Array:
+    """sqrt((w + c(w+h)) (h + c(w+h))): the side of the square template context region."""
+    ctx = context_amount * (size[0] + size[1])
+    return jnp.sqrt((size[0] + ctx) * (size[1] + ctx))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SiamRPNTracker(Tracker):
+    """pysot ``SiamRPNTracker`` (SiamRPN++ ResNet-50, SiamRPN AlexNet).
+
+    Centre convention: cx = x + (w − 1)/2 at init; output box [cx − w/2, cy − h/2, w, h] (as pysot).
+    """
+
+    config: SiamRPNConfig
+
+    @functools.cached_property
+    def anchors(self) -> np.ndarray:
+        c = self.config
+        return pp.pysot_anchors(c.anchor_stride, c.anchor_ratios, c.anchor_scales, c.score_size)
+
+    @functools.cached_property
+    def window(self) -> np.ndarray:
+        return pp.hanning_window(self.config.score_size, self.config.num_anchors)
+
+    def box_to_center_size(self, box):
+        return box[:2] + (box[2:] - 1.0) / 2.0, box[2:]
+
+    def center_size_to_box(self, center, size):
+        return jnp.concatenate([center - size / 2.0, size])
+
+    def template_crop(self, frame, center, size, channel_avg):
+        s_z = jnp.round(_context_size(size, self.config.context_amount))
+        return crop_pysot(frame, center, s_z, self.config.exemplar_size, channel_avg)
+
+    def search_crop(self, frame, center, size, channel_avg):
+        c = self.config
+        s_z = _context_size(size, c.context_amount)
+        scale_z = c.exemplar_size / s_z
+        s_x = s_z * (c.instance_size / c.exemplar_size)
+        return crop_pysot(frame, center, jnp.round(s_x), c.instance_size, channel_avg), scale_z
+
+    def decode(self, raw, center, size, scale, frame_hw):
+        c = self.config
+        score, boxes = pp.siamrpn_decode(raw["cls"][0], raw["loc"][0], self.anchors)
+        new_center, new_size, best_score, _ = pp.select_and_update_pysot(
+            score,
+            boxes,
+            self.window,
+            center,
+            size,
+            scale,
+            frame_hw,
+            penalty_k=c.penalty_k,
+            window_influence=c.window_influence,
+            lr=c.lr,
+        )
+        return new_center, new_size, best_score
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SiamFCppTracker(Tracker):
+    """video_analyst ``SiamFCppTracker``. Centre convention (w − 1)/2 both ways (``xywh2cxywh``)."""
+
+    config: SiamFCppConfig
+
+    @functools.cached_property
+    def window(self) -> np.ndarray:
+        return pp.hanning_window(self.config.score_size, 1)
+
+    def box_to_center_size(self, box):
+        return box[:2] + (box[2:] - 1.0) / 2.0, box[2:]
+
+    def center_size_to_box(self, center, size):
+        return jnp.concatenate([center - (size - 1.0) / 2.0, size])
+
+    def _crop(self, frame, center, size, channel_avg, out_size):
+        c = self.config
+        scale = c.exemplar_size / _context_size(size, c.context_amount)
+        return crop_affine(frame, center, jnp.round(out_size / scale), out_size, channel_avg), scale
+
+    def template_crop(self, frame, center, size, channel_avg):
+        return self._crop(frame, center, size, channel_avg, self.config.exemplar_size)[0]
+
+    def search_crop(self, frame, center, size, channel_avg):
+        return self._crop(frame, center, size, channel_avg, self.config.instance_size)
+
+    def decode(self, raw, center, size, scale, frame_hw):
+        c = self.config
+        score = (jax.nn.sigmoid(raw["cls"][0]) * jax.nn.sigmoid(raw["ctr"][0])).reshape(-1)
+        boxes = raw["box"][0].reshape(-1, 4)
+        new_center, new_size, best_score, _ = pp.select_and_update_siamfcpp(
+            score,
+            boxes,
+            self.window,
+            center,
+            size,
+            scale,
+            c.instance_size,
+            frame_hw,
+            penalty_k=c.penalty_k,
+            window_influence=c.window_influence,
+            lr=c.lr,
+        )
+        return new_center, new_size, best_score
