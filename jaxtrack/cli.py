@@ -1,0 +1,117 @@
+"""The ``jaxtrack`` command: thin argument parsing over importable modules.
+
+    jaxtrack track --model siamrpnpp_r50 --sequence ../shared/data/sequences/OTB/Crossing --out boxes.txt
+    jaxtrack demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parse_box(text: str):
+    try:
+        values = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--init must be x,y,w,h (numbers), got {text!r}") from None
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"--init must have 4 values x,y,w,h, got {len(values)}")
+    return values
+
+
+def cmd_track(args) -> int:
+    from jaxtrack.data.sequence import load_otb_folder, load_video, write_boxes
+    from jaxtrack.eval import metrics
+    from jaxtrack.eval.runner import run_sequence
+    from jaxtrack.tracking import create
+    from jaxtrack.tracking.weights import load_tracker_variables
+
+    if args.sequence:
+        sequence = load_otb_folder(args.sequence, require_gt=args.init is None)
+    else:
+        sequence = load_video(args.video, args.boxes)
+        if args.init is None and len(sequence.ground_truth) == 0:
+            raise SystemExit(f"error: {args.video}: no box file given, pass --init x,y,w,h (0-based)")
+    tracker = create(args.model)
+    variables, is_random = load_tracker_variables(tracker, args.weights)
+    if is_random:
+        print(f"note: no --weights given, {args.model} runs with RANDOM weights (boxes are not meaningful)")
+    result = run_sequence(tracker, variables, sequence, init_box=args.init, chunk_size=args.chunk_size)
+    out = write_boxes(args.out, result.boxes)
+    msg = f"{sequence.name}: {len(result.boxes)} boxes written to {out} ({result.fps:.1f} frames/s incl. compile)"
+    gt = sequence.ground_truth
+    if args.init is None and len(gt):
+        n = min(len(gt), len(result.boxes))
+        msg += f", success AUC {metrics.success_auc(gt[:n], result.boxes[:n]):.3f}"
+    print(msg)
+    if args.render:
+        from jaxtrack.eval.render import render_video
+
+        path = render_video(sequence.iter_chunks(args.chunk_size), result.boxes, args.render, gt if len(gt) else None)
+        print(f"video written to {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from jaxtrack.demo import DemoConfig, format_table, plot_success, run_demo
+
+    config = DemoConfig(
+        out=args.out,
+        models=tuple(args.models.split(",")),
+        num_sequences=args.sequences,
+        num_frames=args.frames,
+        seed=args.seed,
+    )
+    rows = run_demo(config)
+    print()
+    print(format_table(rows))
+    if any(r.weights.startswith("random") for r in rows):
+        print("\nThese models ran with RANDOM weights (no trained weights are bundled yet): the success figures"
+              " are those of untrained networks; the speed figures are real.")
+    plot = plot_success(rows, Path(config.out) / "success.png")
+    print(f"plot: {plot}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jaxtrack.tracking.configs import CONFIGS
+
+    parser = argparse.ArgumentParser(prog="jaxtrack", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("track", help="track one sequence (OTB folder or video) and write one box per frame")
+    p.add_argument("--model", required=True, choices=sorted(CONFIGS), help="tracker configuration")
+    p.add_argument("--weights", help="jaxtrack (orbax) checkpoint directory; random weights when absent")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sequence", help="OTB-layout folder: img/*.jpg + groundtruth_rect.txt")
+    src.add_argument("--video", help="video file")
+    p.add_argument("--boxes", help="with --video: box file (x,y,w,h per line, 0-based); its first line initialises")
+    p.add_argument("--init", type=_parse_box, help="initial box x,y,w,h (0-based); default: first ground-truth line")
+    p.add_argument("--out", required=True, help="output file: one x,y,w,h line per frame (0-based)")
+    p.add_argument("--render", help="also write a video with the boxes drawn (e.g. out.mp4)")
+    p.add_argument("--chunk-size", type=int, default=64, help="frames loaded and scanned at a time (memory bound)")
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("demo", help="synthetic sequences tracked by each model: table + success plot")
+    p.add_argument("--out", default="out/demo", help="output folder (data, results, plot)")
+    p.add_argument("--models", default="siamfcpp_alexnet,siamrpn_alex", help="comma-separated tracker names")
+    p.add_argument("--sequences", type=int, default=4, help="number of synthetic sequences")
+    p.add_argument("--frames", type=int, default=48, help="frames per sequence")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
