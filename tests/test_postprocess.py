@@ -1,0 +1,343 @@
+"""Post-processing against NumPy (float64) re-statements of pysot ``SiamRPNTracker`` and video_analyst
+``SiamFCppTracker``, written line by line after the reference code."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jaxtrack.tracking import postprocess as pp
+
+RATIOS = [0.33, 0.5, 1, 2, 3]
+SCALES = [8]
+
+# ------------------------------------------------------------------------------ reference re-statements
+
+
+def ref_pysot_anchor(stride, ratios, scales, score_size):
+    """pysot ``Anchors.generate_anchors`` + ``SiamRPNTracker.generate_anchor``."""
+    anchor_num = len(ratios) * len(scales)
+    anchors = np.zeros((anchor_num, 4), dtype=np.float32)
+    size = stride * stride
+    count = 0
+    for r in ratios:
+        ws = int(math.sqrt(size * 1.0 / r))
+        hs = int(ws * r)
+        for s in scales:
+            w, h = ws * s, hs * s
+            anchors[count][:] = [-w * 0.5, -h * 0.5, w * 0.5, h * 0.5][:]
+            count += 1
+    x1, y1, x2, y2 = anchors[:, 0], anchors[:, 1], anchors[:, 2], anchors[:, 3]
+    anchor = np.stack([(x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1], 1)
+    anchor = np.tile(anchor, score_size * score_size).reshape((-1, 4))
+    ori = -(score_size // 2) * stride
+    xlist = [ori + stride * dx for dx in range(score_size)]
+    ylist = [ori + stride * dy for dy in range(score_size)]
+    xx, yy = np.meshgrid(xlist, ylist)
+    xx = np.tile(xx.flatten(), (anchor_num, 1)).flatten()
+    yy = np.tile(yy.flatten(), (anchor_num, 1)).flatten()
+    anchor[:, 0], anchor[:, 1] = xx.astype(np.float32), yy.astype(np.float32)
+    return anchor
+
+
+def ref_pysot_track(cls_nchw, loc_nchw, anchors, window, center_pos, size, img_hw, k_pen, wi, lr_cfg):
+    """pysot ``SiamRPNTracker.track`` after ``model.track`` (torch permute/view as numpy transpose/reshape)."""
+    w_z = size[0] + 0.5 * np.sum(size)
+    h_z = size[1] + 0.5 * np.sum(size)
+    s_z = np.sqrt(w_z * h_z)
+    scale_z = 127 / s_z
+    # _convert_score
+    score = cls_nchw.transpose(1, 2, 3, 0).reshape(2, -1).transpose(1, 0).astype(np.float64)
+    e = np.exp(score - score.max(axis=1, keepdims=True))
+    score = (e / e.sum(axis=1, keepdims=True))[:, 1]
+    # _convert_bbox
+    delta = loc_nchw.transpose(1, 2, 3, 0).reshape(4, -1).astype(np.float64)
+    delta[0, :] = delta[0, :] * anchors[:, 2] + anchors[:, 0]
+    delta[1, :] = delta[1, :] * anchors[:, 3] + anchors[:, 1]
+    delta[2, :] = np.exp(delta[2, :]) * anchors[:, 2]
+    delta[3, :] = np.exp(delta[3, :]) * anchors[:, 3]
+    pred_bbox = delta
+
+    def change(r):
+        return np.maximum(r, 1.0 / r)
+
+    def sz(w, h):
+        pad = (w + h) * 0.5
+        return np.sqrt((w + pad) * (h + pad))
+
+    s_c = change(sz(pred_bbox[2, :], pred_bbox[3, :]) / (sz(size[0] * scale_z, size[1] * scale_z)))
+    r_c = change((size[0] / size[1]) / (pred_bbox[2, :] / pred_bbox[3, :]))
+    penalty = np.exp(-(r_c * s_c - 1) * k_pen)
+    pscore = penalty * score
+    pscore = pscore * (1 - wi) + window * wi
+    best_idx = np.argmax(pscore)
+    bbox = pred_bbox[:, best_idx] / scale_z
+    lr = penalty[best_idx] * score[best_idx] * lr_cfg
+    cx = bbox[0] + center_pos[0]
+    cy = bbox[1] + center_pos[1]
+    width = size[0] * (1 - lr) + bbox[2] * lr
+    height = size[1] * (1 - lr) + bbox[3] * lr
+    # _bbox_clip
+    cx = max(0, min(cx, img_hw[1]))
+    cy = max(0, min(cy, img_hw[0]))
+    width = max(10, min(width, img_hw[1]))
+    height = max(10, min(height, img_hw[0]))
+    out = [cx - width / 2, cy - height / 2, width, height]
+    return dict(best_idx=best_idx, pscore=pscore, center=np.array([cx, cy]), size=np.array([width, height]),
+                bbox=np.array(out), best_score=score[best_idx], scale_z=scale_z)
+
+
+def ref_siamfcpp_track(score, box, window, target_pos, target_sz, scale_x, x_size, im_hw, k_pen, wi, test_lr):
+    """video_analyst ``SiamFCppTracker.track`` after the model: xyxy2cxywh, _postprocess_score/_box,
+    _restrict_box, cxywh2xywh."""
+    bbox = np.array(box, dtype=np.float32)  # xyxy2cxywh
+    box_wh = np.concatenate(
+        [(bbox[..., [0]] + bbox[..., [2]]) / 2, (bbox[..., [1]] + bbox[..., [3]]) / 2,
+         bbox[..., [2]] - bbox[..., [0]] + 1, bbox[..., [3]] - bbox[..., [1]] + 1], axis=-1)
+
+    def change(r):
+        return np.maximum(r, 1.0 / r)
+
+    def sz(w, h):
+        pad = (w + h) * 0.5
+        return np.sqrt((w + pad) * (h + pad))
+
+    def sz_wh(wh):
+        pad = (wh[0] + wh[1]) * 0.5
+        return np.sqrt((wh[0] + pad) * (wh[1] + pad))
+
+    target_sz_in_crop = target_sz * scale_x
+    s_c = change(sz(box_wh[:, 2], box_wh[:, 3]) / (sz_wh(target_sz_in_crop)))
+    r_c = change((target_sz_in_crop[0] / target_sz_in_crop[1]) / (box_wh[:, 2] / box_wh[:, 3]))
+    penalty = np.exp(-(r_c * s_c - 1) * k_pen)
+    pscore = penalty * score
+    pscore = pscore * (1 - wi) + window * wi
+    best = np.argmax(pscore)
+    pred_in_crop = box_wh[best, :] / np.float32(scale_x)
+    lr = penalty[best] * score[best] * test_lr
+    res_x = pred_in_crop[0] + target_pos[0] - (x_size // 2) / scale_x
+    res_y = pred_in_crop[1] + target_pos[1] - (x_size // 2) / scale_x
+    res_w = target_sz[0] * (1 - lr) + pred_in_crop[2] * lr
+    res_h = target_sz[1] * (1 - lr) + pred_in_crop[3] * lr
+    pos = np.array([res_x, res_y], np.float64)
+    siz = np.array([res_w, res_h], np.float64)
+    pos[0] = max(0, min(im_hw[1], pos[0]))
+    pos[1] = max(0, min(im_hw[0], pos[1]))
+    siz[0] = max(10, min(im_hw[1], siz[0]))
+    siz[1] = max(10, min(im_hw[0], siz[1]))
+    rect = np.array([pos[0] - (siz[0] - 1) / 2, pos[1] - (siz[1] - 1) / 2, siz[0], siz[1]])
+    return dict(best_idx=best, pscore=pscore, center=pos, size=siz, bbox=rect, best_score=score[best])
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_anchors_hand_worked():
+    a = pp.pysot_anchors(8, RATIOS, SCALES, 25)
+    assert a.shape == (5 * 25 * 25, 4) and a.dtype == np.float32
+    per_anchor = a.reshape(5, 25 * 25, 4)
+    expected_wh = [(104, 32), (88, 40), (64, 64), (40, 80), (32, 96)]
+    for k, wh in enumerate(expected_wh):
+        np.testing.assert_array_equal(per_anchor[k, :, 2:], np.broadcast_to(wh, (625, 2)))
+        np.testing.assert_array_equal(per_anchor[k, 0, :2], [-96, -96])  # (y, x) = (0, 0)
+        np.testing.assert_array_equal(per_anchor[k, -1, :2], [96, 96])  # (24, 24)
+        np.testing.assert_array_equal(per_anchor[k, 1, :2], [-88, -96])  # x moves fastest
+        np.testing.assert_array_equal(per_anchor[k, 25, :2], [-96, -88])
+    np.testing.assert_array_equal(a, ref_pysot_anchor(8, RATIOS, SCALES, 25))
+    np.testing.assert_array_equal(pp.pysot_anchors(8, RATIOS, SCALES, 21), ref_pysot_anchor(8, RATIOS, SCALES, 21))
+    assert pp.pysot_anchors(8, RATIOS, SCALES, 21)[0, 0] == -80
+
+
+def test_hanning_window():
+    w = pp.hanning_window(25, 5)
+    assert w.shape == (5 * 625,) and w.dtype == np.float32
+    ref = np.tile(np.outer(np.hanning(25), np.hanning(25)).flatten(), 5)
+    np.testing.assert_allclose(w, ref, atol=1e-7)
+    assert np.argmax(w[:625]) == 12 * 25 + 12
+    np.testing.assert_allclose(pp.hanning_window(17), np.outer(np.hanning(17), np.hanning(17)).ravel(), atol=1e-7)
+
+
+def test_siamrpn_decode_hand_built_peak():
+    s, k = 25, 5
+    anchors = pp.pysot_anchors(8, RATIOS, SCALES, s)
+    cls = np.zeros((s, s, 2 * k), np.float32)
+    loc = np.zeros((s, s, 4 * k), np.float32)
+    ka, y, x = 3, 7, 19  # anchor (40, 80) at row 7, column 19
+    cls[y, x, k + ka] = 6.0  # foreground logit of anchor 3
+    cls[y, x, ka] = -6.0  # its background logit
+    cls[2, 2, 1] = 9.0  # a strong *background* elsewhere must not score
+    loc[y, x, ka] = 0.25  # dx
+    loc[y, x, k + ka] = -0.5  # dy
+    loc[y, x, 2 * k + ka] = np.log(2.0)  # dw
+    loc[y, x, 3 * k + ka] = np.log(0.5)  # dh
+    score, boxes = pp.siamrpn_decode(cls, loc, anchors)
+    idx = ka * s * s + y * s + x
+    assert int(jnp.argmax(score)) == idx
+    np.testing.assert_allclose(score[idx], 1 / (1 + np.exp(-12.0)), rtol=1e-6)
+    np.testing.assert_allclose(score[2 * s + 2 + s * s], 1 / (1 + np.exp(9.0)), rtol=1e-5)
+    acx, acy = -96 + 8 * x, -96 + 8 * y
+    np.testing.assert_allclose(boxes[idx], [acx + 0.25 * 40, acy - 0.5 * 80, 80, 40], rtol=1e-6)
+    # everywhere else: zero deltas decode to the anchors themselves
+    np.testing.assert_allclose(boxes[idx + 1], anchors[idx + 1], rtol=1e-6)
+
+
+def test_siamfcpp_score_row_major():
+    rng = np.random.default_rng(0)
+    cls, ctr = rng.normal(size=(17, 17, 1)), rng.normal(size=(17, 17, 1))
+    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    np.testing.assert_allclose(pp.siamfcpp_score(cls, ctr), (sig(cls) * sig(ctr))[..., 0].reshape(-1), rtol=1e-6)
+    assert pp.siamfcpp_score(cls[..., 0], ctr[..., 0]).shape == (289,)
+
+
+def test_penalty_formula():
+    rng = np.random.default_rng(1)
+    pw, ph = rng.uniform(5, 200, 100), rng.uniform(5, 200, 100)
+    tw, th, k = 37.0, 81.0, 0.24
+
+    def sz(w, h):
+        p = (w + h) / 2
+        return np.sqrt((w + p) * (h + p))
+
+    s_c = np.maximum(sz(pw, ph) / sz(tw, th), sz(tw, th) / sz(pw, ph))
+    r = (tw / th) / (pw / ph)
+    ref = np.exp(-(np.maximum(r, 1 / r) * s_c - 1) * k)
+    np.testing.assert_allclose(pp.penalty(pw, ph, tw, th, k), ref, rtol=1e-5)
+    np.testing.assert_allclose(pp.penalty(tw, th, tw, th, k), 1.0, rtol=1e-6)
+
+
+def _agree(ours_idx, ref, what):
+    """Same best index — or, in float32 vs float64, a near tie of the penalised scores."""
+    i = int(ours_idx)
+    if i != int(ref["best_idx"]):
+        gap = ref["pscore"][ref["best_idx"]] - ref["pscore"][i]
+        assert gap < 1e-5, f"{what}: best index {i} vs {ref['best_idx']} (pscore gap {gap})"
+        return False
+    return True
+
+
+def test_pysot_track_matches_reference():
+    s, k = 25, 5
+    anchors = pp.pysot_anchors(8, RATIOS, SCALES, s)
+    window = pp.hanning_window(s, k)
+
+    @jax.jit
+    def step(cls, loc, center, size, scale_z, frame_hw, kp, wi, lr):
+        score, boxes = pp.siamrpn_decode(cls, loc, anchors)
+        c, sz, best_score, best = pp.select_and_update_pysot(
+            score, boxes, window, center, size, scale_z, frame_hw, penalty_k=kp, window_influence=wi, lr=lr)
+        return c, sz, best_score, best, pp.cxywh_to_xywh_pysot(c, sz)
+
+    rng = np.random.default_rng(2)
+    compared = 0
+    for trial in range(60):
+        cls = rng.normal(scale=2.0, size=(1, 2 * k, s, s)).astype(np.float32)
+        loc = rng.normal(scale=0.3, size=(1, 4 * k, s, s)).astype(np.float32)
+        img_hw = (int(rng.integers(100, 800)), int(rng.integers(100, 800)))
+        # also centres near / outside the border and tiny targets, so that the clip is exercised
+        center = rng.uniform(-20, 1.1 * np.array(img_hw[::-1]))
+        size = rng.uniform(4, 300, 2)
+        kp, wi, lr = rng.uniform(0.0, 0.3), rng.uniform(0.1, 0.6), rng.uniform(0.2, 0.6)
+        ref = ref_pysot_track(cls, loc, anchors, window.astype(np.float64), center, size, img_hw, kp, wi, lr)
+        c, sz, best_score, best, box = step(
+            cls[0].transpose(1, 2, 0), loc[0].transpose(1, 2, 0), center, size, ref["scale_z"],
+            jnp.array(img_hw), kp, wi, lr)
+        if not _agree(best, ref, f"trial {trial}"):
+            continue
+        compared += 1
+        np.testing.assert_allclose(c, ref["center"], atol=1e-3, err_msg=f"trial {trial}")
+        np.testing.assert_allclose(sz, ref["size"], atol=1e-3, err_msg=f"trial {trial}")
+        np.testing.assert_allclose(box, ref["bbox"], atol=1e-3, err_msg=f"trial {trial}")
+        np.testing.assert_allclose(best_score, ref["best_score"], atol=1e-6)
+    assert compared >= 55
+
+
+def test_siamfcpp_track_matches_reference():
+    s, x_size = 17, 303
+    window = pp.hanning_window(s)
+
+    @jax.jit
+    def step(score, box, center, size, scale_x, frame_hw, kp, wi, lr):
+        c, sz, best_score, best = pp.select_and_update_siamfcpp(
+            score, box, window, center, size, scale_x, x_size, frame_hw, penalty_k=kp, window_influence=wi, lr=lr)
+        return c, sz, best_score, best, pp.cxywh_to_xywh_va(c, sz)
+
+    rng = np.random.default_rng(3)
+    compared = 0
+    for trial in range(60):
+        n = s * s
+        score = rng.uniform(0, 1, n).astype(np.float32)
+        ctr = rng.uniform(40, 260, (n, 2))
+        wh = rng.uniform(8, 250, (n, 2))
+        box = np.concatenate([ctr - wh / 2, ctr + wh / 2], axis=1).astype(np.float32)
+        img_hw = (int(rng.integers(100, 800)), int(rng.integers(100, 800)))
+        center = rng.uniform(-20, 1.1 * np.array(img_hw[::-1])).astype(np.float32)
+        size = rng.uniform(4, 300, 2).astype(np.float32)
+        wc = size[0] + 0.5 * size.sum()
+        hc = size[1] + 0.5 * size.sum()
+        scale_x = 127 / np.sqrt(wc * hc)
+        kp, wi, lr = rng.uniform(0.0, 0.1), rng.uniform(0.1, 0.4), rng.uniform(0.3, 0.6)
+        ref = ref_siamfcpp_track(score, box, window.astype(np.float64), center, size, scale_x, x_size, img_hw,
+                                 kp, wi, lr)
+        c, sz, best_score, best, rect = step(score, box, center, size, scale_x, jnp.array(img_hw), kp, wi, lr)
+        if not _agree(best, ref, f"trial {trial}"):
+            continue
+        compared += 1
+        np.testing.assert_allclose(c, ref["center"], atol=1e-3, err_msg=f"trial {trial}")
+        np.testing.assert_allclose(sz, ref["size"], atol=1e-3, err_msg=f"trial {trial}")
+        np.testing.assert_allclose(rect, ref["bbox"], atol=1e-3, err_msg=f"trial {trial}")
+        np.testing.assert_allclose(best_score, ref["best_score"], atol=1e-6)
+    assert compared >= 55
+
+
+def test_clip_bounds():
+    """Centre clipped to [0, W] x [0, H] (not W - 1), size to [10, W] x [10, H]."""
+    n = 9
+    score = np.zeros(n, np.float32)
+    score[4] = 1.0
+    window = np.zeros(n, np.float32)
+    far = np.tile([[5000.0, 5000.0, 2.0, 3.0]], (n, 1)).astype(np.float32)
+    c, sz, _, best = pp.select_and_update_pysot(
+        score, far, window, [50.0, 40.0], [3.0, 4.0], 1.0, (120, 160), penalty_k=0.0, window_influence=0.0, lr=1.0)
+    assert int(best) == 4
+    np.testing.assert_allclose(c, [160.0, 120.0])
+    np.testing.assert_allclose(sz, [10.0, 10.0])
+    xyxy = np.tile([[-9000.0, -9000.0, 9000.0, 9000.0]], (n, 1)).astype(np.float32)
+    c, sz, _, _ = pp.select_and_update_siamfcpp(
+        score, xyxy, window, [50.0, 40.0], [30.0, 40.0], 1.0, 303, (120, 160),
+        penalty_k=0.0, window_influence=0.0, lr=1.0)
+    np.testing.assert_allclose(c, [0.0, 0.0])
+    np.testing.assert_allclose(sz, [160.0, 120.0])
+
+
+def test_box_conventions_video_analyst_cases():
+    # cases of video_analyst bbox.py's own unit test: xyxy / xywh / cxywh
+    cases = [((10, 20, 50, 40), (10, 20, 41, 21), (30, 30, 41, 21)),
+             ((40, 60, 45, 75), (40, 60, 6, 16), (42.5, 67.5, 6, 16)),
+             ((40, 60, 40, 60), (40, 60, 1, 1), (40, 60, 1, 1))]
+    for _, xywh, cxywh in cases:
+        c, s = pp.xywh_to_cxywh_va(jnp.array(xywh, jnp.float32))
+        np.testing.assert_allclose(jnp.concatenate([c, s]), cxywh)
+        np.testing.assert_allclose(pp.cxywh_to_xywh_va(cxywh[:2], cxywh[2:]), xywh)
+
+
+def test_box_conventions_pysot():
+    c, s = pp.xywh_to_cxywh_pysot(jnp.array([10.0, 20.0, 41.0, 21.0]))
+    np.testing.assert_allclose(c, [30.0, 30.0])
+    np.testing.assert_allclose(pp.cxywh_to_xywh_pysot(c, s), [9.5, 19.5, 41.0, 21.0])  # pysot's half-pixel shift
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-1e3, 1e3, width=32), min_size=2, max_size=2),
+       st.lists(st.floats(1.0, 1e3, width=32), min_size=2, max_size=2))
+def test_box_conventions_batched_roundtrip(xy, wh):
+    box = jnp.array([xy + wh, [0.0, 0.0, 1.0, 1.0]], jnp.float32)
+    c, s = pp.xywh_to_cxywh_va(box)
+    np.testing.assert_allclose(pp.cxywh_to_xywh_va(c, s), box, atol=1e-3)
+    c, s = pp.xywh_to_cxywh_pysot(box)
+    shifted = box.at[:, :2].add(-0.5)
+    np.testing.assert_allclose(pp.cxywh_to_xywh_pysot(c, s), shifted, atol=1e-3)
