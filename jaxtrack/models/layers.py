@@ -1,0 +1,198 @@
+"""Building blocks shared by the tracker models.
+
+Everything here follows PyTorch semantics exactly (explicit paddings, ceil-mode pooling, eval-mode BatchNorm
+with running statistics) so that converted pysot / video_analyst checkpoints reproduce the reference outputs.
+Layout is NHWC throughout; convolution kernels are HWIO.
+
+Naming: sub-modules carry the attribute names (or ``nn.Sequential`` indices as strings, ``'0'``, ``'1'``, ...)
+of the PyTorch modules they mirror, so a parameter path is the PyTorch state-dict key split on ``'.'``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = [
+    "conv2d",
+    "batch_norm",
+    "max_pool2d",
+    "pool_output_size",
+    "xcorr_depthwise",
+    "ConvBN",
+    "ConvBNReLU",
+    "center_crop",
+]
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    a, b = v
+    return (int(a), int(b))
+
+
+def conv2d(
+    features: int,
+    kernel_size: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    use_bias: bool = True,
+    groups: int = 1,
+    name: str | None = None,
+) -> nn.Conv:
+    """``torch.nn.Conv2d`` as a Linen ``nn.Conv`` with explicit symmetric padding (never 'SAME')."""
+    kh, kw = _pair(kernel_size)
+    ph, pw = _pair(padding)
+    return nn.Conv(
+        features=features,
+        kernel_size=(kh, kw),
+        strides=_pair(stride),
+        padding=((ph, ph), (pw, pw)),
+        kernel_dilation=_pair(dilation),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        name=name,
+    )
+
+
+def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
+    """``torch.nn.BatchNorm2d`` (momentum 0.1 in torch's convention = 0.9 in Flax's, eps 1e-5)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+def pool_output_size(n: int, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> int:
+    """Output length of ``torch.nn.MaxPool2d`` along one axis (PyTorch's ``pooling_output_shape``)."""
+    span = n + 2 * padding - kernel
+    if ceil_mode:
+        out = -(-span // stride) + 1
+        # PyTorch: the last window must start inside the input or the left padding.
+        if (out - 1) * stride >= n + padding:
+            out -= 1
+    else:
+        out = span // stride + 1
+    return out
+
+
+def max_pool2d(
+    x: jax.Array,
+    kernel_size: int,
+    stride: int | None = None,
+    padding: int = 0,
+    ceil_mode: bool = False,
+) -> jax.Array:
+    """``torch.nn.MaxPool2d`` on an NHWC tensor, including ``ceil_mode`` (emulated by -inf high-side padding)."""
+    k = int(kernel_size)
+    s = int(stride) if stride is not None else k
+    p = int(padding)
+    pads = [(0, 0)]
+    for n in x.shape[1:3]:
+        out = pool_output_size(int(n), k, s, p, ceil_mode)
+        high = max(p, (out - 1) * s + k - n - p)
+        pads.append((p, high))
+    pads.append((0, 0))
+    init = jnp.array(-jnp.inf, dtype=x.dtype)
+    return lax.reduce_window(x, init, lax.max, (1, k, k, 1), (1, s, s, 1), pads)
+
+
+def _xcorr_single(search: jax.Array, kernel: jax.Array) -> jax.Array:
+    # search [H, W, C], kernel [h, w, C] -> [H-h+1, W-w+1, C]; correlation (no kernel flip), one group per channel.
+    c = search.shape[-1]
+    out = lax.conv_general_dilated(
+        search[None],
+        kernel[:, :, None, :],
+        window_strides=(1, 1),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=c,
+    )
+    return out[0]
+
+
+def xcorr_depthwise(search: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Depthwise cross-correlation of pysot / video_analyst, per sample.
+
+    search [B, H, W, C], kernel [B, h, w, C] -> [B, H-h+1, W-w+1, C]. Each sample's search map is correlated with
+    its own template (channel c with channel c). A kernel with batch 1 is broadcast over the search batch.
+    """
+    if search.ndim != 4 or kernel.ndim != 4:
+        raise ValueError(f"xcorr_depthwise expects NHWC tensors, got {search.shape} and {kernel.shape}")
+    if search.shape[-1] != kernel.shape[-1]:
+        raise ValueError(f"channel mismatch: search {search.shape} vs kernel {kernel.shape}")
+    if kernel.shape[0] == search.shape[0]:
+        return jax.vmap(_xcorr_single)(search, kernel)
+    if kernel.shape[0] == 1:
+        return jax.vmap(_xcorr_single, in_axes=(0, None))(search, kernel[0])
+    raise ValueError(f"batch mismatch: search {search.shape} vs kernel {kernel.shape}")
+
+
+class ConvBN(nn.Module):
+    """pysot's ``nn.Sequential(Conv2d, BatchNorm2d[, ReLU])``: children ``'0'`` (conv) and ``'1'`` (BN)."""
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    use_bias: bool = False
+    relu: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = conv2d(
+            self.features,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            use_bias=self.use_bias,
+            name="0",
+        )(x)
+        x = batch_norm(train, name="1")(x)
+        if self.relu:
+            x = nn.relu(x)
+        return x
+
+
+class ConvBNReLU(nn.Module):
+    """video_analyst's ``conv_bn_relu``: attributes ``conv`` (bias by default) and ``bn`` (if ``has_bn``)."""
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 0
+    has_bn: bool = True
+    has_relu: bool = True
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = conv2d(
+            self.features,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            use_bias=self.use_bias,
+            name="conv",
+        )(x)
+        if self.has_bn:
+            x = batch_norm(train, name="bn")(x)
+        if self.has_relu:
+            x = nn.relu(x)
+        return x
+
+
+def center_crop(x: jax.Array, size: int) -> jax.Array:
+    """Keep the central ``size`` x ``size`` window of an NHWC map (pysot's ``AdjustLayer`` rule, static shapes).
+
+    As in pysot, the offset is computed from the width and used for both axes.
+    """
+    left = (x.shape[2] - size) // 2
+    return x[:, left : left + size, left : left + size, :]
+
