@@ -108,13 +108,41 @@ class Tracker:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ network
-    def init_variables(self, key: jax.Array) -> dict:
-        """Randomly initialised Flax variables (``params`` + ``batch_stats``)."""
+    def init_variables(self, key: jax.Array, calibration_batch: int = 2) -> dict:
+        """Randomly initialised Flax variables (``params`` + ``batch_stats``).
+
+        Random weights on raw 0..255 inputs with BatchNorm running statistics at their defaults (mean 0,
+        var 1) blow activations up (SiamFC++'s ``exp`` offsets overflow). So the running statistics are set
+        from one train-mode pass over random uniform crops: every BN layer gets the exact mean/variance of
+        its input in that pass (template-branch layers from the template pass, the rest from the search pass).
+        """
         c = self.config
-        z = jnp.zeros((1, c.exemplar_size, c.exemplar_size, 3), jnp.float32)
-        x = jnp.zeros((1, c.instance_size, c.instance_size, 3), jnp.float32)
-        variables = jax.jit(self.model.init)(key, z, x)
-        return flax.core.unfreeze(variables) if isinstance(variables, flax.core.FrozenDict) else variables
+        kinit, kz, kx = jax.random.split(key, 3)
+        z = jax.random.uniform(kz, (calibration_batch, c.exemplar_size, c.exemplar_size, 3), maxval=255.0)
+        x = jax.random.uniform(kx, (calibration_batch, c.instance_size, c.instance_size, 3), maxval=255.0)
+        return jax.jit(self._init_and_calibrate)(kinit, z, x)
+
+    def _init_and_calibrate(self, key, z, x):
+        variables = flax.core.unfreeze(self.model.init(key, z[:1], x[:1]))
+        if "batch_stats" not in variables:
+            return variables
+        params = variables["params"]
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, variables["batch_stats"])
+        zf, upd_z = self.model.apply(
+            {"params": params, "batch_stats": zeros}, z, train=True, method=self.model.template, mutable=["batch_stats"]
+        )
+        _, upd_x = self.model.apply(
+            {"params": params, "batch_stats": zeros}, zf, x, train=True, method=self.model.track, mutable=["batch_stats"]
+        )
+        momentum = 0.9  # jaxtrack.models.layers.batch_norm: new = 0.9 * old + 0.1 * batch statistic
+
+        def pick(stats_z, stats_x):  # per BN layer: the search pass if it ran the layer, else the template pass
+            used_x = jnp.sum(stats_x["var"]) > 0
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(used_x, b, a) / (1 - momentum), stats_z, stats_x)
+
+        is_bn = lambda d: isinstance(d, dict) and set(d) == {"mean", "var"}  # noqa: E731
+        stats = jax.tree_util.tree_map(pick, upd_z["batch_stats"], upd_x["batch_stats"], is_leaf=is_bn)
+        return {**variables, "batch_stats": stats}
 
     def embed_template(self, variables, z: jax.Array):
         """Template embedding of crops z [Z,Z,3] (a batch dim is added) or [B,Z,Z,3]."""
