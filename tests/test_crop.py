@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxtrack.tracking.crop import channel_average, crop_affine, crop_pysot
+from reference_impls import pysot_get_subwindow, va_get_subwindow_tracking
 
 FRAMES = ["Crossing/img/0001.jpg", "KiteSurf/img/0001.jpg", "Football1/img/0001.jpg"]
 
@@ -32,65 +33,6 @@ def _centres(h, w):
 
 
 # ------------------------------------------------------------------------------ reference re-statements
-
-
-def pysot_get_subwindow(im, pos, model_sz, original_sz, avg_chans):
-    """STVIR/pysot ``SiameseTracker.get_subwindow`` (without the tensor conversion), line by line."""
-    sz = original_sz
-    im_sz = im.shape
-    c = (original_sz + 1) / 2
-    context_xmin = np.floor(pos[0] - c + 0.5)
-    context_xmax = context_xmin + sz - 1
-    context_ymin = np.floor(pos[1] - c + 0.5)
-    context_ymax = context_ymin + sz - 1
-    left_pad = int(max(0.0, -context_xmin))
-    top_pad = int(max(0.0, -context_ymin))
-    right_pad = int(max(0.0, context_xmax - im_sz[1] + 1))
-    bottom_pad = int(max(0.0, context_ymax - im_sz[0] + 1))
-    context_xmin += left_pad
-    context_xmax += left_pad
-    context_ymin += top_pad
-    context_ymax += top_pad
-    r, c, k = im.shape
-    if any([top_pad, bottom_pad, left_pad, right_pad]):
-        te_im = np.zeros((r + top_pad + bottom_pad, c + left_pad + right_pad, k), np.uint8)
-        te_im[top_pad : top_pad + r, left_pad : left_pad + c, :] = im
-        if top_pad:
-            te_im[0:top_pad, left_pad : left_pad + c, :] = avg_chans
-        if bottom_pad:
-            te_im[r + top_pad :, left_pad : left_pad + c, :] = avg_chans
-        if left_pad:
-            te_im[:, 0:left_pad, :] = avg_chans
-        if right_pad:
-            te_im[:, c + left_pad :, :] = avg_chans
-        patch = te_im[int(context_ymin) : int(context_ymax + 1), int(context_xmin) : int(context_xmax + 1), :]
-    else:
-        patch = im[int(context_ymin) : int(context_ymax + 1), int(context_xmin) : int(context_xmax + 1), :]
-    if not np.array_equal(model_sz, original_sz):
-        patch = cv2.resize(patch, (model_sz, model_sz))
-    return patch.astype(np.float32)
-
-
-def va_get_subwindow_tracking(im, pos, model_sz, original_sz, avg_chans):
-    """video_analyst ``get_subwindow_tracking`` (``cxywh2xyxy`` casts to float32), line by line."""
-    box = np.array([pos[0], pos[1], original_sz, original_sz], dtype=np.float32)
-    xyxy = np.array(
-        [box[0] - (box[2] - 1) / 2, box[1] - (box[3] - 1) / 2, box[0] + (box[2] - 1) / 2, box[1] + (box[3] - 1) / 2],
-        dtype=np.float32,
-    )
-    m13, m23 = xyxy[0], xyxy[1]
-    m11 = (xyxy[2] - m13) / (model_sz - 1)
-    m22 = (xyxy[3] - m23) / (model_sz - 1)
-    mat = np.array([m11, 0, m13, 0, m22, m23]).reshape(2, 3)
-    patch = cv2.warpAffine(
-        im,
-        mat,
-        (model_sz, model_sz),
-        flags=(cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP),
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=tuple(map(int, avg_chans)),
-    )
-    return patch.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ tests

@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import torch_twins as tt  # noqa: E402
+from torch_twins import torch_to_flax  # noqa: E402
 
 from jaxtrack.models import (  # noqa: E402
     AlexNetBN,
@@ -39,30 +40,6 @@ def _highest_precision():
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def torch_to_flax(state_dict) -> dict:
-    """Generic state-dict -> Flax variables renaming (the schema the converter relies on)."""
-    params: dict = {}
-    stats: dict = {}
-    for key, tensor in state_dict.items():
-        *path, leaf = key.split(".")
-        if leaf == "num_batches_tracked":
-            continue
-        a = tensor.detach().cpu().numpy().astype(np.float32)
-        target = params
-        if leaf in ("running_mean", "running_var"):
-            target, leaf = stats, leaf[len("running_") :]
-        elif leaf == "weight" and a.ndim == 4:
-            a, leaf = a.transpose(2, 3, 1, 0), "kernel"
-        elif leaf == "weight" and a.ndim == 1:
-            leaf = "scale"
-        node = target
-        for p in path:
-            node = node.setdefault(p, {})
-        assert leaf not in node, key
-        node[leaf] = jnp.asarray(a)
-    return {"params": params, "batch_stats": stats}
 
 
 def tree_signature(tree) -> dict:

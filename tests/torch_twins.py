@@ -20,6 +20,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import numpy as np
 
 # --------------------------------------------------------------------------------------------------------------
 # shared op
@@ -397,3 +398,27 @@ def randomize_(model: nn.Module, calibrate=None, seed: int = 0) -> nn.Module:
             m.num_batches_tracked.zero_()
     model.eval()
     return model
+
+
+def torch_to_flax(state_dict) -> dict:
+    """Generic state-dict -> Flax variables renaming (the schema the converter relies on)."""
+    params: dict = {}
+    stats: dict = {}
+    for key, tensor in state_dict.items():
+        *path, leaf = key.split(".")
+        if leaf == "num_batches_tracked":
+            continue
+        a = tensor.detach().cpu().numpy().astype(np.float32)
+        target = params
+        if leaf in ("running_mean", "running_var"):
+            target, leaf = stats, leaf[len("running_") :]
+        elif leaf == "weight" and a.ndim == 4:
+            a, leaf = a.transpose(2, 3, 1, 0), "kernel"
+        elif leaf == "weight" and a.ndim == 1:
+            leaf = "scale"
+        node = target
+        for p in path:
+            node = node.setdefault(p, {})
+        assert leaf not in node, key
+        node[leaf] = a
+    return {"params": params, "batch_stats": stats}
