@@ -39,8 +39,8 @@ def cmd_track(args) -> int:
     if is_random:
         print(f"note: no --weights given, {args.model} runs with RANDOM weights (boxes are not meaningful)")
     result = run_sequence(tracker, variables, sequence, init_box=args.init, chunk_size=args.chunk_size)
-    out = write_boxes(args.out, result.boxes)
-    msg = f"{sequence.name}: {len(result.boxes)} boxes written to {out} ({result.fps:.1f} frames/s incl. compile)"
+    write_boxes(args.out, result.boxes)
+    msg = f"{sequence.name}: {len(result.boxes)} boxes written to {args.out} ({result.fps:.1f} frames/s incl. compile)"
     gt = sequence.ground_truth
     if args.init is None and len(gt):
         n = min(len(gt), len(result.boxes))

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from jaxtrack.tracking.base import Tracker, TrackState, check_frame_shape, check_init_box
 from jaxtrack.tracking.configs import CONFIGS, SiamFCppConfig, SiamRPNConfig, get_config
 from jaxtrack.tracking.families import SiamFCppTracker, SiamRPNTracker
@@ -28,8 +30,15 @@ def build_model(config):
 
 
 def create(name: str, **overrides) -> Tracker:
-    """The tracker ``name`` (see ``CONFIGS``) with its published hyper-parameters, optionally overridden."""
-    config = get_config(name, **overrides)
+    """The tracker ``name`` (see ``CONFIGS``) with its published hyper-parameters, optionally overridden.
+
+    Trackers are immutable, so equal configurations share one object (and its compiled functions).
+    """
+    return _create(get_config(name, **overrides))
+
+
+@functools.lru_cache(maxsize=32)
+def _create(config) -> Tracker:
     cls = SiamFCppTracker if isinstance(config, SiamFCppConfig) else SiamRPNTracker
     return cls(config=config, model=build_model(config))
 

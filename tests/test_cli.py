@@ -1,0 +1,68 @@
+"""The ``jaxtrack`` command line: track, demo, help and error reporting."""
+
+import numpy as np
+import pytest
+
+from jaxtrack.cli import main
+from jaxtrack.data.synthetic import SyntheticConfig, generate_sequence, write_otb_sequence
+
+
+@pytest.fixture(scope="module")
+def synthetic_folder(tmp_path_factory):
+    frames, boxes = generate_sequence(SyntheticConfig(num_frames=7), seed=3)
+    root = tmp_path_factory.mktemp("seq")
+    return write_otb_sequence(root, "toy", frames, boxes), boxes
+
+
+@pytest.mark.parametrize("command", [[], ["track"], ["demo"]])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(command + ["--help"])
+    assert exit_info.value.code == 0
+    assert "usage: jaxtrack" in capsys.readouterr().out
+
+
+def test_track_writes_one_box_per_frame(synthetic_folder, tmp_path, capsys):
+    folder, boxes = synthetic_folder
+    out = tmp_path / "boxes.txt"
+    assert main(["track", "--model", "siamrpn_alex", "--sequence", str(folder), "--out", str(out),
+                 "--chunk-size", "4"]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 7
+    first = np.array([float(v) for v in lines[0].split(",")])
+    np.testing.assert_allclose(first, boxes[0], atol=1e-3)  # frame 0 reports the initial box (0-based)
+    stdout = capsys.readouterr().out
+    assert "RANDOM weights" in stdout and "7 boxes written" in stdout
+
+
+def test_track_with_explicit_init_and_render(synthetic_folder, tmp_path):
+    folder, _ = synthetic_folder
+    out, video = tmp_path / "b.txt", tmp_path / "b.mp4"
+    assert main(["track", "--model", "siamrpn_alex", "--sequence", str(folder), "--init", "20,30,40,50",
+                 "--out", str(out), "--render", str(video), "--chunk-size", "4"]) == 0
+    assert out.read_text().splitlines()[0] == "20.0000,30.0000,40.0000,50.0000"
+    assert video.stat().st_size > 0
+
+
+def test_track_reports_bad_input(tmp_path, capsys):
+    (tmp_path / "empty" / "img").mkdir(parents=True)
+    code = main(["track", "--model", "siamrpn_alex", "--sequence", str(tmp_path / "empty"), "--out", "x.txt"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "empty" in err
+
+
+def test_track_rejects_malformed_init(synthetic_folder, capsys):
+    folder, _ = synthetic_folder
+    with pytest.raises(SystemExit):
+        main(["track", "--model", "siamrpn_alex", "--sequence", str(folder), "--init", "1,2,3", "--out", "x.txt"])
+    assert "4 values" in capsys.readouterr().err
+
+
+def test_demo_table_and_plot(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--sequences", "2", "--frames", "6", "--models", "siamrpn_alex"]) == 0
+    out = capsys.readouterr().out
+    assert "| siamrpn_alex | random (untrained) | 2 | 12 |" in out
+    assert "RANDOM weights" in out
+    assert (tmp_path / "success.png").stat().st_size > 0
+    assert len((tmp_path / "results/Synthetic/siamrpn_alex").glob("*.txt").__iter__().__next__().read_text().splitlines()) == 6
