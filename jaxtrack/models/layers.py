@@ -115,6 +115,27 @@ def _xcorr_single(search: jax.Array, kernel: jax.Array) -> jax.Array:
     return out[0]
 
 
+def _xcorr_shift_add(search: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The same correlation as h·w shifted multiply-adds (batch dims broadcast): XLA fuses it into one loop.
+
+    On a 2-core CPU this is ~40x faster than the grouped convolution for tracker-sized kernels (4x4 / 5x5 over
+    26-31 px maps, 256 channels), unbatched and batched alike (see benchmarks/README figures), with the same
+    result to float32 rounding.
+    """
+    h, w = kernel.shape[-3:-1]
+    oh, ow = search.shape[-3] - h + 1, search.shape[-2] - w + 1
+    out = None
+    for u in range(h):
+        for v in range(w):
+            term = search[..., u : u + oh, v : v + ow, :] * kernel[..., u : u + 1, v : v + 1, :]
+            out = term if out is None else out + term
+    return out
+
+
+# Above this many kernel taps the grouped convolution is used instead of the unrolled shift-add.
+_SHIFT_ADD_MAX_TAPS = 64
+
+
 def xcorr_depthwise(search: jax.Array, kernel: jax.Array) -> jax.Array:
     """Depthwise cross-correlation of pysot / video_analyst, per sample.
 
@@ -125,11 +146,13 @@ def xcorr_depthwise(search: jax.Array, kernel: jax.Array) -> jax.Array:
         raise ValueError(f"xcorr_depthwise expects NHWC tensors, got {search.shape} and {kernel.shape}")
     if search.shape[-1] != kernel.shape[-1]:
         raise ValueError(f"channel mismatch: search {search.shape} vs kernel {kernel.shape}")
+    if kernel.shape[0] not in (1, search.shape[0]):
+        raise ValueError(f"batch mismatch: search {search.shape} vs kernel {kernel.shape}")
+    if kernel.shape[1] * kernel.shape[2] <= _SHIFT_ADD_MAX_TAPS:
+        return _xcorr_shift_add(search, kernel)
     if kernel.shape[0] == search.shape[0]:
         return jax.vmap(_xcorr_single)(search, kernel)
-    if kernel.shape[0] == 1:
-        return jax.vmap(_xcorr_single, in_axes=(0, None))(search, kernel[0])
-    raise ValueError(f"batch mismatch: search {search.shape} vs kernel {kernel.shape}")
+    return jax.vmap(_xcorr_single, in_axes=(0, None))(search, kernel[0])
 
 
 class ConvBN(nn.Module):
