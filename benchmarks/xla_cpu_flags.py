@@ -88,6 +88,7 @@ import math
 import os
 import re
 import select
+import shutil
 import statistics
 import subprocess
 import sys
@@ -815,6 +816,7 @@ def main():
     elif not a.no_confirm:
         print("RECOMMENDED: keep the XLA:CPU defaults (nothing was >3% faster in both sweep and confirmation)")
     print(f"total wall time {time.perf_counter() - t_start:.0f}s")
+    shutil.rmtree(tmp, ignore_errors=True)  # worker outputs / stderr logs
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1, default=str)
