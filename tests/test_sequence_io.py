@@ -1,0 +1,147 @@
+"""Sequence reading (OTB folders, videos, frames) on the real data and on crafted bad input."""
+
+import cv2
+import numpy as np
+import pytest
+
+from jaxtrack.data.sequence import (
+    load_otb_folder,
+    load_video,
+    read_boxes,
+    read_frame,
+    validate_box,
+    write_boxes,
+)
+
+
+def _raw_first_line(path):
+    import re
+
+    return [float(v) for v in re.split(r"[,\s]+", open(path).readline().strip())]
+
+
+@pytest.mark.parametrize(
+    "name, frames, first_file",
+    [("Crossing", 120, "0001.jpg"), ("David", 471, "0300.jpg"), ("Football1", 74, "0001.jpg"),
+     ("KiteSurf", 84, "0001.jpg"), ("Couple", 140, "0001.jpg"), ("Jogging-2", 307, "0001.jpg")],
+)
+def test_real_otb_folders(data_dir, name, frames, first_file):
+    folder = data_dir / "sequences/OTB" / name
+    seq = load_otb_folder(folder)
+    assert seq.num_frames == frames == len(seq.ground_truth)
+    assert seq.frame_paths[0].endswith(first_file)
+    raw = _raw_first_line(folder / "groundtruth_rect.txt")  # 1-based in the file
+    np.testing.assert_array_equal(seq.init_box, [raw[0] - 1, raw[1] - 1, raw[2], raw[3]])
+
+
+def test_david_and_football1_subranges(data_dir):
+    david = load_otb_folder(data_dir / "sequences/OTB/David")
+    assert david.frame_paths[-1].endswith("0770.jpg")  # GT line 471 <-> image 0770
+    football = load_otb_folder(data_dir / "sequences/OTB/Football1")
+    assert football.frame_paths[-1].endswith("0074.jpg")  # 81 images, the 74 annotated ones are used
+
+
+def test_crossing_tab_separated_values(data_dir):
+    seq = load_otb_folder(data_dir / "sequences/OTB/Crossing")
+    np.testing.assert_array_equal(seq.init_box, [204, 150, 17, 50])  # file line 1: "205\t151\t17\t50"
+
+
+def test_chunks_equal_frames(data_dir):
+    seq = load_otb_folder(data_dir / "sequences/OTB/KiteSurf")
+    chunks = list(seq.iter_chunks(32))
+    assert [len(c) for c in chunks] == [32, 32, 20]
+    stacked = np.concatenate(chunks)
+    for i in (0, 31, 32, 83):
+        np.testing.assert_array_equal(stacked[i], cv2.imread(seq.frame_paths[i]))
+        np.testing.assert_array_equal(seq.frame(i), stacked[i])
+
+
+def test_video_reader_counts_frames(data_dir):
+    seq = load_video(data_dir / "sequences/VOT2018/bag/bag.avi")
+    assert seq.num_frames == 196 and seq.frame_size == (360, 480)
+    first = next(seq.iter_chunks(5))
+    cap = cv2.VideoCapture(str(data_dir / "sequences/VOT2018/bag/bag.avi"))
+    ok, ref = cap.read()
+    cap.release()
+    assert ok and first.shape == (5, 360, 480, 3)
+    np.testing.assert_array_equal(first[0], ref)
+
+
+def _write_folder(root, frames, gt_text):
+    (root / "img").mkdir(parents=True)
+    for i, f in enumerate(frames, start=1):
+        cv2.imwrite(str(root / "img" / f"{i:04d}.png"), f)
+    if gt_text is not None:
+        (root / "groundtruth_rect.txt").write_text(gt_text)
+    return root
+
+
+def test_folder_without_images(tmp_path):
+    (tmp_path / "empty" / "img").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images"):
+        load_otb_folder(tmp_path / "empty")
+
+
+def test_first_gt_line_that_does_not_parse(tmp_path):
+    frames = [np.zeros((20, 30, 3), np.uint8)] * 2
+    folder = _write_folder(tmp_path / "bad", frames, "x1,2,3,4\n1,2,3,4\n")
+    with pytest.raises(ValueError, match=r"groundtruth_rect.txt: line 1 .*'x1,2,3,4'"):
+        load_otb_folder(folder)
+
+
+def test_more_gt_lines_than_images(tmp_path):
+    folder = _write_folder(tmp_path / "s", [np.zeros((20, 30, 3), np.uint8)] * 2, "1,1,5,5\n1,1,5,5\n1,1,5,5\n")
+    with pytest.raises(ValueError, match="3 ground-truth lines but .* only 2"):
+        load_otb_folder(folder)
+
+
+def test_missing_gt_allowed_only_when_asked(tmp_path):
+    folder = _write_folder(tmp_path / "s", [np.zeros((20, 30, 3), np.uint8)] * 2, None)
+    with pytest.raises(FileNotFoundError, match="groundtruth_rect.txt"):
+        load_otb_folder(folder)
+    seq = load_otb_folder(folder, require_gt=False)
+    assert seq.ground_truth.shape == (0, 4) and seq.num_frames == 2
+
+
+def test_frame_size_change_inside_a_sequence(tmp_path):
+    frames = [np.zeros((20, 30, 3), np.uint8), np.zeros((20, 30, 3), np.uint8), np.zeros((22, 30, 3), np.uint8)]
+    seq = load_otb_folder(_write_folder(tmp_path / "s", frames, "1,1,5,5\n1,1,5,5\n1,1,5,5\n"))
+    with pytest.raises(ValueError, match=r"frame 2 .* 22x30 .* 20x30"):
+        list(seq.iter_chunks(2))
+
+
+def test_grayscale_and_rgba_frames_are_converted(tmp_path):
+    gray = np.arange(600, dtype=np.uint8).reshape(20, 30)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    out = read_frame(tmp_path / "g.png")
+    assert out.shape == (20, 30, 3) and np.all(out == gray[..., None])
+    rgba = np.dstack([np.full((20, 30, 3), 7, np.uint8), np.full((20, 30), 99, np.uint8)])
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    out = read_frame(tmp_path / "a.png")
+    assert out.shape == (20, 30, 3) and np.all(out == 7)
+    cv2.imwrite(str(tmp_path / "d.png"), np.zeros((4, 4), np.uint16))
+    with pytest.raises(ValueError, match="16-bit"):
+        read_frame(tmp_path / "d.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        read_frame(tmp_path / "broken.jpg")
+
+
+@pytest.mark.parametrize(
+    "box, message",
+    [([1, 1, 0, 5], "non-positive"), ([1, 1, 5, -1], "non-positive"), ([40, 1, 5, 5], "entirely outside"),
+     ([1, -9, 5, 5], "entirely outside"), ([1, np.nan, 5, 5], "NaN"), ([1, 2, 3], "4 numbers")],
+)
+def test_validate_box(box, message):
+    with pytest.raises(ValueError, match=f"frame 3 of toy.*{message}"):
+        validate_box(box, (20, 30), "frame 3 of toy")
+    validate_box([-2, -2, 5, 5], (20, 30), "partly outside is fine")
+
+
+def test_write_boxes_round_trip(tmp_path):
+    boxes = np.array([[1.5, 2.25, 30, 40], [np.nan, np.nan, np.nan, np.nan]])
+    write_boxes(tmp_path / "sub" / "out.txt", boxes)
+    text = (tmp_path / "sub" / "out.txt").read_text().splitlines()
+    assert text[0] == "1.5000,2.2500,30.0000,40.0000"
+    np.testing.assert_array_equal(read_boxes(tmp_path / "sub" / "out.txt"), boxes)
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["out.txt"]  # no temporary file left
