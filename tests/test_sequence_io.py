@@ -145,3 +145,64 @@ def test_write_boxes_round_trip(tmp_path):
     assert text[0] == "1.5000,2.2500,30.0000,40.0000"
     np.testing.assert_array_equal(read_boxes(tmp_path / "sub" / "out.txt"), boxes)
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["out.txt"]  # no temporary file left
+
+
+def test_size_change_is_caught_by_frame_too(tmp_path):
+    frames = [np.zeros((20, 30, 3), np.uint8), np.zeros((20, 31, 3), np.uint8)]
+    seq = load_otb_folder(_write_folder(tmp_path / "s", frames, "1,1,5,5\n1,1,5,5\n"), name="toy")
+    seq.frame(0)
+    with pytest.raises(ValueError, match=r"'toy': frame 1 .* 20x31 .* 20x30"):
+        seq.frame(1)
+
+
+def test_gaps_in_image_numbers_are_refused(tmp_path):
+    folder = _write_folder(tmp_path / "s", [np.zeros((20, 30, 3), np.uint8)] * 3, "1,1,5,5\n" * 2)
+    (folder / "img" / "0002.png").unlink()
+    with pytest.raises(ValueError, match="missing \\[2\\]"):
+        load_otb_folder(folder)
+
+
+def test_gt_line_with_wrong_number_of_values(tmp_path):
+    folder = _write_folder(tmp_path / "s", [np.zeros((20, 30, 3), np.uint8)] * 2, "1,1,5,5\n1;1;5;5\n")
+    with pytest.raises(ValueError, match=r"line 2 .*found 1"):
+        load_otb_folder(folder)
+
+
+def test_grayscale_and_rgba_frames_in_a_folder(tmp_path):
+    (tmp_path / "s" / "img").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "s/img/0001.png"), np.full((20, 30), 50, np.uint8))
+    cv2.imwrite(str(tmp_path / "s/img/0002.png"), np.full((20, 30, 4), 60, np.uint8))
+    (tmp_path / "s/groundtruth_rect.txt").write_text("1\t1\t5\t5\n2 2 5 5\n")
+    seq = load_otb_folder(tmp_path / "s")
+    chunk = next(seq.iter_chunks(4))
+    assert chunk.shape == (2, 20, 30, 3) and np.all(chunk[0] == 50) and np.all(chunk[1] == 60)
+    np.testing.assert_array_equal(seq.ground_truth, [[0, 0, 5, 5], [1, 1, 5, 5]])
+
+
+def test_video_with_box_files(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, size=(9, 32, 48, 3), dtype=np.uint8)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    (tmp_path / "boxes.txt").write_text("3,4,10,12\n" * 7)  # other box files: 0-based
+    (tmp_path / "groundtruth_rect.txt").write_text("3,4,10,12\n" * 9)  # OTB name: 1-based
+    seq = load_video(path, tmp_path / "boxes.txt")
+    assert seq.num_frames == 7 and seq.frame_size == (32, 48)  # annotated frames only
+    np.testing.assert_array_equal(seq.init_box, [3, 4, 10, 12])
+    np.testing.assert_array_equal(load_video(path, tmp_path / "groundtruth_rect.txt").init_box, [2, 3, 10, 12])
+    np.testing.assert_array_equal(load_video(path, tmp_path / "boxes.txt", one_based=True).init_box, [2, 3, 10, 12])
+    full = load_video(path)
+    assert full.num_frames == 9 and full.ground_truth.shape == (0, 4)
+    stacked = np.concatenate(list(full.iter_chunks(4)))
+    assert stacked.shape == (9, 32, 48, 3)
+    for i in (0, 5, 8):
+        np.testing.assert_array_equal(full.frame(i), stacked[i])
+    (tmp_path / "long.txt").write_text("3,4,10,12\n" * 12)
+    with pytest.raises(ValueError, match="12 box lines but .* 9 frames"):
+        load_video(path, tmp_path / "long.txt")
+    with pytest.raises(FileNotFoundError, match="nothing.avi"):
+        load_video(tmp_path / "nothing.avi")

@@ -1,5 +1,7 @@
 """The synthetic sequence generator: determinism, exact ground truth, smooth motion, OTB round trip."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -78,3 +80,51 @@ def test_generate_dataset_resumes(tmp_path):
     assert (first[0] / "groundtruth_rect.txt").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError):
         generate_dataset(tmp_path, 3, cfg, seed=1)  # a different dataset in the same folder
+
+
+def test_camera_shake_translates_the_whole_frame_and_the_boxes():
+    cfg = SyntheticConfig(num_frames=20, noise_std=0.0, shake_probability=1.0)
+    frames, boxes, info = generate_sequence(cfg, seed=7, return_info=True)
+    still, still_boxes = generate_sequence(dataclasses.replace(cfg, camera_shake=False), seed=7)
+    assert np.abs(info.shake).max() > 0 and np.abs(info.shake).max() <= cfg.shake_strength
+    np.testing.assert_array_equal(boxes[:, :2], still_boxes[:, :2] - info.shake)
+    np.testing.assert_array_equal(boxes[:, 2:], still_boxes[:, 2:])
+    H, W = cfg.height, cfg.width
+    for t in range(cfg.num_frames):  # frame pixel (u, v) shows what the still camera sees at (u + sx, v + sy)
+        sx, sy = (int(v) for v in info.shake[t])
+        a = frames[t, max(0, -sy):H - max(0, sy), max(0, -sx):W - max(0, sx)]
+        b = still[t, max(0, sy):H + min(0, sy), max(0, sx):W + min(0, sx)]
+        np.testing.assert_array_equal(a, b)
+
+
+def test_motion_is_smooth_without_shake_and_sizes_change():
+    cfg = SyntheticConfig(num_frames=60, camera_shake=False, scale_change=False)
+    for seed in range(4):
+        boxes = generate_sequence(cfg, seed=seed)[1]
+        centres = boxes[:, :2] + boxes[:, 2:] / 2
+        step = np.linalg.norm(np.diff(centres, axis=0), axis=1)
+        assert step.max() <= cfg.max_speed + 1.5  # speed bound + integer rounding of both edges
+        assert np.all(boxes[:, 2:] == boxes[0, 2:])
+    boxes = generate_sequence(SyntheticConfig(num_frames=60), seed=0)[1]
+    area = boxes[:, 2] * boxes[:, 3]
+    aspect = boxes[:, 2] / boxes[:, 3]
+    assert area.max() / area.min() > 1.2 and aspect.max() / aspect.min() > 1.1
+
+
+def test_occlusion_is_partial_and_in_front_of_the_target():
+    cfg = SyntheticConfig(num_frames=40)
+    for seed in range(4):
+        frames, boxes, info = generate_sequence(cfg, seed=seed, return_info=True)
+        occluded = info.visible_fraction < 1.0
+        assert occluded.any()
+        assert info.visible_fraction.min() >= 1.0 - cfg.occlusion_strength - 1e-9
+        assert np.all(np.isnan(info.occluder_boxes[~np.isfinite(info.occluder_boxes[:, 0])]))
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ValueError, match="target_size_range"):
+        SyntheticConfig(target_size_range=(40, 20))
+    with pytest.raises(ValueError, match="too small"):
+        SyntheticConfig(height=16, width=16)
+    with pytest.raises(ValueError, match="texture_kinds"):
+        SyntheticConfig(texture_kinds=("marble",))

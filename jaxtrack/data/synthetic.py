@@ -343,11 +343,11 @@ def generate_sequence(config: SyntheticConfig | None = None, seed: int | None = 
         centre = np.repeat(rm.uniform(region_lo + half0, region_hi - half0)[None], T, axis=0)
         centre = np.clip(centre, region_lo + wh / 2, region_hi - wh / 2)
 
-    # integer pixel extents: x0 = round(cx - w/2), x1 = round(cx + w/2), inside the region
-    p0 = np.clip(_round(centre - wh / 2), region_lo.astype(np.int64), None)
-    p1 = np.clip(_round(centre + wh / 2), None, region_hi.astype(np.int64))
-    size = np.maximum(p1 - p0, cfg.min_target_size)
-    p0 = np.minimum(p0, region_hi.astype(np.int64) - size)
+    # integer pixel extents: w_i = round(w), x0 = round(cx - w_i/2), inside the region (rounding the size
+    # first keeps a constant-size target constant-size)
+    lo_i, hi_i = region_lo.astype(np.int64), region_hi.astype(np.int64)
+    size = np.clip(_round(wh), cfg.min_target_size, hi_i - lo_i)
+    p0 = np.clip(_round(centre - size / 2), lo_i, hi_i - size)
     world = np.concatenate([p0, size], axis=1).astype(np.int64)  # [T, 4] x, y, w, h
 
     # --- camera shake
