@@ -251,6 +251,14 @@ class Tracker:
             check_init_box(box, frames.shape[2:4], f"boxes0[{b}]")
         return self._batch_jit(variables, frames, jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
 
+    def compile_track_batch(self, variables, frames, boxes0, lengths):
+        """Ahead-of-time compiled ``track_batch`` for these shapes (to time compilation apart from running).
+
+        The returned executable takes ``(variables, frames, boxes0 float32, lengths)`` and does no input checks.
+        """
+        args = (variables, jnp.asarray(frames), jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
+        return self._batch_jit.lower(*args).compile()
+
     @functools.cached_property
     def _chunk_jit(self):
         return jax.jit(self.scan_frames)
