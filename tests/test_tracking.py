@@ -135,3 +135,21 @@ def test_published_configs():
     assert (c.penalty_k, c.window_influence, c.lr, c.score_size) == (0.04, 0.21, 0.52, 17)
     with pytest.raises(KeyError, match="unknown tracker"):
         tracking.get_config("siamfoo")
+
+
+def test_dense_predictions_match_the_decoded_step(tracker_and_vars):
+    """The chosen position of ``decode`` is one of the dense predictions: mapping that box back to the frame
+    with the crop scale and the pre-step centre gives the size-unsmoothed result of the step."""
+    tracker, variables = tracker_and_vars
+    frames = _frames(n=2)
+    state = tracker.init(variables, frames[0], np.array([30, 40, 30, 30], np.float32))
+    x, scale = tracker.search_crop(frames[1], state.center, state.size, state.channel_avg)
+    raw = tracker.head(variables, state.template, x)
+    scores, boxes = tracker.dense_predictions(raw)
+    assert scores.shape == boxes.shape[:2] and boxes.shape[-1] == 4 and scores.shape[0] == 1
+    assert np.all((np.asarray(scores) >= 0) & (np.asarray(scores) <= 1))
+    center, _, score = tracker.decode(raw, state.center, state.size, scale, frames.shape[1:3])
+    best = int(np.argmin(np.abs(np.asarray(scores[0]) - float(score))))
+    predicted_center = np.asarray(state.center) + np.asarray(boxes[0, best, :2]) / float(scale)
+    frame_hw = np.array(frames.shape[1:3][::-1], np.float32)
+    np.testing.assert_allclose(np.asarray(center), np.clip(predicted_center, 0, frame_hw), atol=1e-2)

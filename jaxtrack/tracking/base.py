@@ -107,6 +107,19 @@ class Tracker:
         """Raw head outputs of one crop → (new centre, new size, score of the chosen position)."""
         raise NotImplementedError
 
+    def dense_predictions_single(self, raw) -> tuple[jax.Array, jax.Array]:
+        """Raw outputs of ONE crop (no batch dim) → per-position target scores [N] in [0, 1] and boxes [N, 4]
+        (cx, cy, w, h) in search-crop pixels, centre relative to the crop centre (before the penalty/window)."""
+        raise NotImplementedError
+
+    def dense_predictions(self, raw) -> tuple[jax.Array, jax.Array]:
+        """``dense_predictions_single`` over a batch of raw outputs: scores [B, N], boxes [B, N, 4].
+
+        This is what tracker losses (attacks, template refinement, the defense) work on: the same decoding the
+        tracker applies, differentiable, for every family.
+        """
+        return jax.vmap(self.dense_predictions_single)(raw)
+
     # ------------------------------------------------------------------ network
     def init_variables(self, key: jax.Array, calibration_batch: int = 2) -> dict:
         """Randomly initialised Flax variables (``params`` + ``batch_stats``).

@@ -60,6 +60,9 @@ class SiamRPNTracker(Tracker):
         s_x = s_z * (c.instance_size / c.exemplar_size)
         return crop_pysot(frame, center, jnp.round(s_x), c.instance_size, channel_avg), scale_z
 
+    def dense_predictions_single(self, raw):
+        return pp.siamrpn_decode(raw["cls"], raw["loc"], self.anchors)
+
     def decode(self, raw, center, size, scale, frame_hw):
         c = self.config
         score, boxes = pp.siamrpn_decode(raw["cls"][0], raw["loc"][0], self.anchors)
@@ -105,9 +108,16 @@ class SiamFCppTracker(Tracker):
     def search_crop(self, frame, center, size, channel_avg):
         return self._crop(frame, center, size, channel_avg, self.config.instance_size)
 
+    def dense_predictions_single(self, raw):
+        score = pp.siamfcpp_score(raw["cls"], raw["ctr"])
+        x0, y0, x1, y1 = jnp.moveaxis(raw["box"].reshape(-1, 4), -1, 0)
+        half = self.config.instance_size // 2  # video_analyst: res = pred_c + pos - (x_size // 2) / scale
+        boxes = jnp.stack([(x0 + x1) / 2 - half, (y0 + y1) / 2 - half, x1 - x0 + 1, y1 - y0 + 1], axis=-1)
+        return score, boxes
+
     def decode(self, raw, center, size, scale, frame_hw):
         c = self.config
-        score = (jax.nn.sigmoid(raw["cls"][0]) * jax.nn.sigmoid(raw["ctr"][0])).reshape(-1)
+        score = pp.siamfcpp_score(raw["cls"][0], raw["ctr"][0])
         boxes = raw["box"][0].reshape(-1, 4)
         new_center, new_size, best_score, _ = pp.select_and_update_siamfcpp(
             score,
