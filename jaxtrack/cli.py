@@ -54,6 +54,26 @@ def cmd_track(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    import json
+
+    from jaxtrack.convert import convert_checkpoint, read_card
+
+    try:
+        dst = convert_checkpoint(args.family, args.src, args.dst, overwrite=args.overwrite)
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    card = read_card(dst)
+    print(json.dumps(card, indent=2))
+    print(
+        f"converted {card['num_arrays']} arrays ({card['num_parameters']:,} parameters + "
+        f"{card['num_batch_stats']:,} BatchNorm statistics) from {args.src} into {dst}"
+    )
+    print(f"use it with: jaxtrack track --model {card['tracker']} --weights {dst} ...")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from jaxtrack.demo import DemoConfig, format_table, plot_success, run_demo
 
@@ -93,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render", help="also write a video with the boxes drawn (e.g. out.mp4)")
     p.add_argument("--chunk-size", type=int, default=64, help="frames loaded and scanned at a time (memory bound)")
     p.set_defaults(func=cmd_track)
+
+    from jaxtrack.convert.convert import FAMILIES
+
+    p = sub.add_parser("convert", help="convert a PyTorch checkpoint (.pth/.pkl) to a jaxtrack weights folder")
+    p.add_argument("--family", required=True, choices=sorted(FAMILIES), help="model family of the checkpoint")
+    p.add_argument("src", help="checkpoint written by torch.save (read without torch)")
+    p.add_argument("dst", help="output folder (variables/ + card.json); use it with `track --weights`")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing converted folder")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="synthetic sequences tracked by each model: table + success plot")
     p.add_argument("--out", default="out/demo", help="output folder (data, results, plot)")

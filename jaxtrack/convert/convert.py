@@ -1,0 +1,403 @@
+"""PyTorch state dicts → Flax variables, per model family, saved as a self-describing folder.
+
+    jaxtrack convert --family siamrpnpp_r50 model.pth out/siamrpnpp_r50
+    jaxtrack track --model siamrpnpp_r50 --weights out/siamrpnpp_r50 --sequence .../Crossing --out boxes.txt
+
+>>> convert_checkpoint("siamfcpp_alexnet", "siamfcpp-alexnet-vot-md5_88e4e9ee.pkl", "out/siamfcpp")
+>>> variables = load_converted("out/siamfcpp", jaxtrack.tracking.create("siamfcpp_alexnet_vot"))
+
+A converted folder holds ``variables/`` (an orbax checkpoint of ``{'params', 'batch_stats'}``) and
+``card.json`` (family, tracker configuration, source file name and sha256, jaxtrack version, date, counts).
+
+The key mapping is generic because the Flax models mirror the reference module trees (see
+``jaxtrack.models``): a key is split on '.', conv ``weight`` (OIHW) becomes ``kernel`` (HWIO), BatchNorm
+``weight``/``bias`` become ``params`` ``scale``/``bias`` and ``running_mean``/``running_var`` become
+``batch_stats`` ``mean``/``var``, 2-D (linear) weights are transposed, other tensors (``head.si``,
+``rpn_head.cls_weight``) are kept as they are. What differs per family is listed in :data:`FAMILIES`.
+
+This module imports jax lazily so that ``jaxtrack --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+CARD_NAME = "card.json"
+VARIABLES_DIR = "variables"
+CARD_FORMAT = "jaxtrack-converted-checkpoint"
+CARD_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilySpec:
+    """How to convert the published checkpoints of one model family.
+
+    tracker:         the ``jaxtrack.tracking.create`` name whose network the weights fill.
+    description:     where such checkpoints come from (shown in the card and ``--help``).
+    ignore_prefixes: key prefixes present in the published files but unused by the model (dropped).
+    key_map:         optional ``source key -> key`` renaming applied before the generic mapping (return None
+                     to drop a key), for files whose names differ from the reference module tree.
+    """
+
+    tracker: str
+    description: str = ""
+    ignore_prefixes: tuple[str, ...] = ()
+    key_map: Callable[[str], str | None] | None = None
+
+
+FAMILIES: dict[str, FamilySpec] = {}
+
+
+def register_family(name: str, spec: FamilySpec, *, replace: bool = False) -> FamilySpec:
+    """Add a family to :data:`FAMILIES` (one line per family, below)."""
+    if name in FAMILIES and not replace:
+        raise ValueError(f"family {name!r} is already registered (pass replace=True to change it)")
+    FAMILIES[name] = spec
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------------- families
+register_family("siamrpnpp_r50", FamilySpec(
+    "siamrpnpp_r50", "pysot siamrpn_r50_l234_dwxcorr (VOT model: weighted fusion, rpn_head.cls_weight/loc_weight)"))
+register_family("siamrpnpp_r50_otb", FamilySpec(
+    "siamrpnpp_r50_otb", "pysot siamrpn_r50_l234_dwxcorr_otb (OTB model: mean fusion, no cls_weight/loc_weight)"))
+register_family("siamrpn_alex", FamilySpec(
+    "siamrpn_alex", "pysot siamrpn_alex_dwxcorr (AlexNetLegacy backbone + DepthwiseRPN head)"))
+register_family("siamfcpp_alexnet", FamilySpec(
+    "siamfcpp_alexnet", "video_analyst SiamFC++ AlexNet (siamfcpp-alexnet-*.pkl; fits the _vot and _otb trackers too)"))
+# (more families: one register_family(...) line each, e.g. NanoTrack with ignore_prefixes=("neck.",))
+
+
+def get_family(name: str) -> FamilySpec:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown checkpoint family {name!r}; known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+# ---------------------------------------------------------------------------------------------------- renaming
+
+_WRAPPERS = ("state_dict", "model_state_dict")
+_BN_STATS = {"running_mean": "mean", "running_var": "var"}
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "__array__"))
+
+
+def unwrap_state_dict(obj, source: str = "checkpoint") -> Mapping:
+    """The state dict inside ``obj``: ``obj`` itself, ``obj['state_dict']`` or ``obj['model_state_dict']``."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{source}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+    for key in _WRAPPERS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping):
+            return inner
+    if obj and all(_is_array(v) for v in obj.values()):
+        return obj
+    others = sorted(str(k) for k, v in obj.items() if not _is_array(v))
+    raise ValueError(
+        f"{source}: no state dict found: expected tensors, or a 'state_dict' / 'model_state_dict' entry; "
+        f"non-tensor entries: {', '.join(others[:10])}"
+    )
+
+
+def torch_key_to_path(key: str, ndim: int) -> tuple[tuple[str, ...], str, tuple[int, ...] | None]:
+    """(Flax path, collection, transpose axes or None) for one PyTorch key with an ``ndim``-dimensional value."""
+    *path, leaf = key.split(".")
+    if leaf in _BN_STATS:
+        return (*path, _BN_STATS[leaf]), "batch_stats", None
+    if leaf == "weight" and ndim >= 3:  # conv (O, I, *spatial) -> (*spatial, I, O)
+        return (*path, "kernel"), "params", (*range(2, ndim), 1, 0)
+    if leaf == "weight" and ndim == 2:  # linear (out, in) -> (in, out)
+        return (*path, "kernel"), "params", (1, 0)
+    if leaf == "weight" and ndim == 1:  # BatchNorm / LayerNorm
+        return (*path, "scale"), "params", None
+    return (*path, leaf), "params", None
+
+
+def path_to_torch_key(path: tuple[str, ...]) -> str:
+    """Inverse of :func:`torch_key_to_path` for messages: ('params', 'conv', 'kernel') -> 'conv.weight'."""
+    collection, *rest = path
+    *mid, leaf = rest
+    if collection == "batch_stats":
+        leaf = {"mean": "running_mean", "var": "running_var"}.get(leaf, leaf)
+    elif leaf in ("kernel", "scale"):
+        leaf = "weight"
+    return ".".join([*mid, leaf])
+
+
+@dataclasses.dataclass
+class _Renamed:
+    tree: dict  # {'params': ..., 'batch_stats': ...} of float arrays
+    sources: dict[str, str]  # 'params/a/b' -> original key
+    dropped: dict[str, list[str]]  # reason -> keys
+
+
+def _rename(state_dict: Mapping, ignore_prefixes, key_map, source: str) -> _Renamed:
+    tree: dict = {}
+    sources: dict[str, str] = {}
+    dropped: dict[str, list[str]] = {"num_batches_tracked": [], "ignored": [], "key_map": []}
+    bad = []
+    for raw_key, value in state_dict.items():
+        key = str(raw_key)
+        if key.startswith("module."):  # DataParallel / DDP wrapper (pysot's remove_prefix)
+            key = key[len("module.") :]
+        if key.rsplit(".", 1)[-1] == "num_batches_tracked":
+            dropped["num_batches_tracked"].append(key)
+            continue
+        if any(key.startswith(p) for p in ignore_prefixes):
+            dropped["ignored"].append(key)
+            continue
+        if key_map is not None:
+            mapped = key_map(key)
+            if mapped is None:
+                dropped["key_map"].append(key)
+                continue
+            key = mapped
+        if not _is_array(value):
+            bad.append(f"{raw_key} ({type(value).__name__})")
+            continue
+        a = np.asarray(value)
+        path, collection, axes = torch_key_to_path(key, a.ndim)
+        if a.dtype.kind not in "fiub":
+            bad.append(f"{raw_key} (dtype {a.dtype})")
+            continue
+        a = a.astype(np.float32)  # fp16 / bf16 / fp64 / int are upcast; the models run in float32
+        if axes is not None:
+            a = np.ascontiguousarray(a.transpose(axes))
+        node = tree.setdefault(collection, {})
+        for i, p in enumerate(path[:-1]):
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                parent = ".".join(path[: i + 1])
+                raise ValueError(f"{source}: key {raw_key!r} nests under {parent!r}, which is a tensor")
+            node = nxt
+        if path[-1] in node:
+            flat = "/".join((collection, *path))
+            raise ValueError(f"{source}: keys {sources.get(flat, '?')!r} and {raw_key!r} both map to {flat}")
+        node[path[-1]] = a
+        sources["/".join((collection, *path))] = str(raw_key)
+    if bad:
+        raise ValueError(f"{source}: entries that are not float/int tensors: {', '.join(bad)}")
+    return _Renamed(tree, sources, dropped)
+
+
+def _flat(tree, prefix=()) -> dict[tuple[str, ...], Any]:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, (*prefix, str(k))))
+        else:
+            out[(*prefix, str(k))] = v
+    return out
+
+
+def _match_target(renamed: _Renamed, target, source: str, what: str) -> dict:
+    from jaxtrack.checkpoint import tree_mismatch_report
+
+    report = tree_mismatch_report(target, renamed.tree)
+    if report:
+        want, got = _flat(target), _flat(renamed.tree)
+        missing = sorted(path_to_torch_key(p) for p in set(want) - set(got))
+        extra = sorted(renamed.sources["/".join(p)] for p in set(got) - set(want))
+        lines = [f"{source}: the checkpoint does not fit {what}:", report]
+        if missing:
+            lines.append(f"missing in the checkpoint (PyTorch names, {len(missing)}): " + ", ".join(missing))
+        if extra:
+            lines.append(f"not used by the model (PyTorch names, {len(extra)}): " + ", ".join(extra))
+        raise ValueError("\n".join(lines))
+
+    def fill(t, prefix=()):
+        if isinstance(t, Mapping):
+            return {k: fill(v, (*prefix, str(k))) for k, v in t.items()}
+        node = renamed.tree
+        for p in prefix:
+            node = node[p]
+        return np.asarray(node, dtype=getattr(t, "dtype", np.float32))
+
+    return fill(target)
+
+
+def state_dict_to_variables(
+    state_dict,
+    target,
+    ignore_prefixes: tuple[str, ...] = (),
+    *,
+    key_map: Callable[[str], str | None] | None = None,
+    source: str = "checkpoint",
+) -> dict:
+    """Flax variables (nested dicts of NumPy float32 arrays) shaped exactly like ``target``.
+
+    ``state_dict``: a PyTorch-style mapping of names to NumPy arrays (e.g. from ``load_torch_file``),
+    bare or wrapped as ``{'state_dict': ...}`` / ``{'model_state_dict': ...}``; a ``module.`` prefix on every key is
+    stripped, ``num_batches_tracked`` and keys starting with ``ignore_prefixes`` are dropped.
+    ``target``: the variables tree to fill (e.g. ``jax.eval_shape(tracker.init_variables, key)``).
+    Raises ``ValueError`` listing every missing, unexpected and mis-shaped key (Flax paths and PyTorch names),
+    naming ``source``.
+    """
+    renamed = _rename(unwrap_state_dict(state_dict, source), tuple(ignore_prefixes), key_map, source)
+    return _match_target(renamed, target, source, "the model")
+
+
+# ---------------------------------------------------------------------------------------------------- folders
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def abstract_variables(tracker):
+    """``jax.eval_shape(tracker.init_variables, key)``: the target tree of a conversion (cached per tracker;
+    trackers are immutable)."""
+    import jax
+
+    return jax.eval_shape(tracker.init_variables, jax.random.key(0))
+
+
+def _tracker(name_or_tracker):
+    from jaxtrack.tracking import Tracker, create
+
+    if isinstance(name_or_tracker, Tracker):
+        return name_or_tracker
+    try:
+        return create(name_or_tracker)
+    except KeyError as err:
+        raise ValueError(str(err).strip("\"'")) from None
+
+
+def convert_checkpoint(family: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Convert the PyTorch checkpoint ``src`` of ``family`` into the folder ``dst``; returns ``dst``.
+
+    The folder is built beside ``dst`` and renamed into place, so ``dst`` is either absent or complete. An existing
+    ``dst`` is replaced only with ``overwrite=True`` and only if it is a converted folder (has ``card.json``) or
+    empty. Nothing is written when the checkpoint is unreadable or does not fit the model.
+    """
+    import jaxtrack
+    from jaxtrack import checkpoint
+    from jaxtrack.convert.reader import load_torch_file
+
+    spec = get_family(family)
+    src, dst = Path(src), Path(dst).absolute()
+    if not src.is_file():
+        raise FileNotFoundError(f"checkpoint {src} not found")
+    if dst.exists():
+        if not overwrite:
+            raise FileExistsError(f"{dst} already exists (pass --overwrite / overwrite=True to replace it)")
+        if not dst.is_dir() or not ((dst / CARD_NAME).is_file() or not any(dst.iterdir())):
+            raise FileExistsError(f"{dst} exists and is not a converted checkpoint folder; refusing to replace it")
+
+    tracker = _tracker(spec.tracker)
+    obj = load_torch_file(src)
+    renamed = _rename(unwrap_state_dict(obj, str(src)), spec.ignore_prefixes, spec.key_map, str(src))
+    variables = _match_target(
+        renamed, abstract_variables(tracker), str(src), f"family {family!r} (tracker {spec.tracker!r})"
+    )
+    leaves = _flat(variables)
+    card = {
+        "format": CARD_FORMAT,
+        "format_version": CARD_FORMAT_VERSION,
+        "family": family,
+        "tracker": spec.tracker,
+        "description": spec.description,
+        "source": {"file": src.name, "sha256": _sha256(src), "bytes": src.stat().st_size},
+        "jaxtrack_version": jaxtrack.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "num_arrays": len(leaves),
+        "num_parameters": int(sum(v.size for p, v in leaves.items() if p[0] == "params")),
+        "num_batch_stats": int(sum(v.size for p, v in leaves.items() if p[0] == "batch_stats")),
+        "dropped_keys": {k: len(v) for k, v in renamed.dropped.items() if v},
+    }
+    if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), (int, np.integer)):
+        card["source"]["epoch"] = int(obj["epoch"])
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        checkpoint.save_variables(tmp / VARIABLES_DIR, variables)
+        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(dst, old)
+            os.rename(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+def is_converted_folder(path: str | os.PathLike) -> bool:
+    return (Path(path) / CARD_NAME).is_file()
+
+
+def read_card(folder: str | os.PathLike) -> dict:
+    """The ``card.json`` of a converted folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"converted checkpoint folder {folder} not found")
+    path = folder / CARD_NAME
+    if not path.is_file():
+        raise ValueError(f"{folder} is not a converted checkpoint folder (no {CARD_NAME}; see `jaxtrack convert`)")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: unreadable card ({err})") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "family" not in card:
+        raise ValueError(f"{path}: not a jaxtrack conversion card")
+    return card
+
+
+def compatible_families(tracker) -> list[str]:
+    """Registered families whose weights fit ``tracker``'s network."""
+    tracker = _tracker(tracker)
+    out = []
+    for name, spec in FAMILIES.items():
+        try:
+            if _tracker(spec.tracker).model == tracker.model:
+                out.append(name)
+        except ValueError:  # a family whose tracker is not available in this version
+            continue
+    return sorted(out)
+
+
+def load_converted(folder: str | os.PathLike, tracker) -> dict:
+    """Variables of the converted folder for ``tracker`` (a Tracker or a tracker name), restored with orbax
+    against the tracker's abstract variables. Raises ``ValueError`` when the folder holds another family."""
+    from jaxtrack import checkpoint
+
+    tracker = _tracker(tracker)
+    card = read_card(folder)
+    family = card["family"]
+    spec = FAMILIES.get(family)
+    made_for = spec.tracker if spec is not None else card.get("tracker")
+    try:
+        fits = made_for is not None and _tracker(made_for).model == tracker.model
+    except ValueError:
+        fits = False
+    if not fits:
+        fitting = " or ".join(map(repr, compatible_families(tracker))) or "(none registered)"
+        raise ValueError(
+            f"{folder} holds weights of family {family!r} (network of tracker {made_for!r}), which do not fit tracker "
+            f"{tracker.name!r}; it needs a checkpoint of family {fitting}"
+        )
+    return checkpoint.load_variables(Path(folder) / VARIABLES_DIR, abstract_variables(tracker))
