@@ -1,8 +1,9 @@
-"""jaxtrack.data: sequences on disk (OTB folders, video files) and the synthetic generator.
+"""jaxtrack.data: sequences on disk (OTB folders, video files, benchmark datasets) and the synthetic generator.
 
 Frames are ``H x W x 3`` uint8 BGR; boxes are ``[x, y, w, h]`` float64, 0-based, in frame pixels.
 """
 
+from jaxtrack.data.datasets import DATASET_NAMES, load_dataset, read_pysot_json
 from jaxtrack.data.sequence import (
     Sequence,
     load_otb_folder,
@@ -19,6 +20,13 @@ from jaxtrack.data.synthetic import (
     generate_sequence,
     write_otb_sequence,
 )
+from jaxtrack.data.vot import (
+    get_axis_aligned_bbox,
+    load_vot_folder,
+    polygon_to_aabb,
+    rect_to_polygon,
+    vot_init_box,
+)
 
 __all__ = [
     "Sequence",
@@ -33,4 +41,12 @@ __all__ = [
     "generate_dataset",
     "generate_sequence",
     "write_otb_sequence",
+    "DATASET_NAMES",
+    "load_dataset",
+    "read_pysot_json",
+    "load_vot_folder",
+    "get_axis_aligned_bbox",
+    "polygon_to_aabb",
+    "rect_to_polygon",
+    "vot_init_box",
 ]

@@ -28,8 +28,9 @@ import functools
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -100,6 +101,33 @@ def _size_mismatch(seq_name: str, index: int, expected: tuple[int, int], got: tu
 # --------------------------------------------------------------------------------------------- Sequence
 
 
+class _FrozenMap(Mapping):
+    """A read-only, picklable mapping (``types.MappingProxyType`` cannot be pickled)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data=()):
+        self._data = dict(data)
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __getstate__(self):
+        return self._data
+
+    def __setstate__(self, state):
+        self._data = state
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Sequence:
     """One tracking sequence: where its frames are, and its ground truth.
@@ -107,6 +135,22 @@ class Sequence:
     Exactly one of ``frame_paths`` (image files, in order) and ``video_path`` is set.
     ``ground_truth`` is ``[N, 4]`` float64 ``x, y, w, h`` 0-based (``N == num_frames``), or ``[0, 4]`` when no
     ground truth is known. ``video_num_frames`` is the number of frames used from ``video_path``.
+
+    Optional per-dataset annotations (all default to "not given", so plain sequences need none of them):
+
+    * ``attributes``: sequence-level labels, e.g. OTB's ``("IV", "SV", ...)``; GOT-10k's classes as
+      ``"object_class=<value>"`` etc.
+    * ``polygons``: ``[N, 8]`` float64 VOT regions ``x1, y1, ..., x4, y4`` in the coordinates of the VOT file,
+      used as-is (as pysot does); ``ground_truth`` then holds their axis-aligned min/max rectangles. ``None``
+      for datasets without polygons.
+    * ``tags``: per-frame boolean arrays ``[N]`` by name (VOT ``camera_motion``, ``illum_change``,
+      ``motion_change``, ``size_change``, ``occlusion``; LaSOT ``full_occlusion``, ``out_of_view``; GOT-10k
+      ``absence``, ``cut_by_image``). Read-only mapping.
+    * ``visible``: ``[N]`` bool, whether the target is visible in the frame (LaSOT: not full occlusion and not
+      out of view; GOT-10k: not absent; UAV123: ground-truth row not NaN), or ``None`` when the dataset does
+      not say.
+    * ``meta``: anything else the dataset records (read-only mapping), e.g. ``"dataset"``, GOT-10k's
+      ``meta_info.ini`` keys, GOT-10k ``"cover"`` levels (int ``[N]``), VOT ``"width"``/``"height"``.
     """
 
     name: str
@@ -115,6 +159,10 @@ class Sequence:
     ground_truth: np.ndarray
     attributes: tuple[str, ...] = ()
     video_num_frames: int | None = None
+    polygons: np.ndarray | None = None
+    tags: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    visible: np.ndarray | None = None
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if (self.frame_paths is None) == (self.video_path is None):
@@ -138,6 +186,37 @@ class Sequence:
         gt.flags.writeable = False
         object.__setattr__(self, "ground_truth", gt)
         object.__setattr__(self, "attributes", tuple(self.attributes))
+        n = self.num_frames
+        if self.polygons is not None:
+            poly = np.array(self.polygons, dtype=np.float64)
+            if poly.size == 0:
+                poly = poly.reshape(0, 8)
+            if poly.ndim != 2 or poly.shape[1] != 8 or poly.shape[0] != n:
+                raise ValueError(f"sequence {self.name!r}: polygons must have shape [{n}, 8], got {poly.shape}")
+            poly.flags.writeable = False
+            object.__setattr__(self, "polygons", poly)
+        tags = {}
+        for key, val in dict(self.tags).items():
+            arr = np.asarray(val)
+            if arr.shape != (n,):
+                raise ValueError(f"sequence {self.name!r}: tag {key!r} must have shape [{n}], got {arr.shape}")
+            if arr.dtype != np.bool_:
+                if not np.all((arr == 0) | (arr == 1)):
+                    raise ValueError(f"sequence {self.name!r}: tag {key!r} must hold only 0/1 values")
+                arr = arr.astype(bool)
+            else:
+                arr = arr.copy()
+            arr.flags.writeable = False
+            tags[str(key)] = arr
+        object.__setattr__(self, "tags", _FrozenMap(tags))
+        if self.visible is not None:
+            vis = np.array(self.visible)
+            if vis.shape != (n,):
+                raise ValueError(f"sequence {self.name!r}: visible must have shape [{n}], got {vis.shape}")
+            vis = vis.astype(bool)
+            vis.flags.writeable = False
+            object.__setattr__(self, "visible", vis)
+        object.__setattr__(self, "meta", _FrozenMap(self.meta))
 
     # -- basic properties
 
