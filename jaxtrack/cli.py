@@ -95,6 +95,68 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _split_names(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    return names or None
+
+
+def _load_sequences(dataset: str, root: str | None, annotations: str | None, sequences: list[str] | None):
+    """Sequences of ``dataset`` from a dataset folder (``root``), or from a pysot annotation JSON alone."""
+    from jaxtrack.data.datasets import load_dataset, read_pysot_json
+
+    if root:
+        return load_dataset(dataset, root, sequences=sequences, annotations=annotations, progress=True)
+    seqs = read_pysot_json(annotations, dataset=dataset)
+    if sequences is not None:
+        by_name = {s.name: s for s in seqs}
+        unknown = [n for n in sequences if n not in by_name]
+        if unknown:
+            raise ValueError(f"{annotations}: unknown sequence name(s) {unknown}")
+        seqs = [by_name[n] for n in sequences]
+    return seqs
+
+
+def cmd_eval(args) -> int:
+    from jaxtrack.eval.benchmark import protocol_of, run_dataset
+    from jaxtrack.eval.report import format_table, score_results
+    from jaxtrack.tracking import create
+    from jaxtrack.tracking.weights import load_tracker_variables
+
+    sequences = _load_sequences(args.dataset, args.root, args.annotations, _split_names(args.sequences))
+    tracker = create(args.model)
+    variables, is_random = load_tracker_variables(tracker, args.weights)
+    name = args.name or (args.model + ("-random" if is_random else ""))
+    if is_random:
+        print(f"note: no --weights given, {args.model} runs with RANDOM weights; results go to tracker name {name!r}")
+    paths = run_dataset(tracker, variables, sequences, args.results, args.dataset, name,
+                        chunk_size=args.chunk_size, progress=True)
+    folder = next(iter(paths.values())).parent if paths else args.results
+    print(f"{len(paths)} result files for {name} on {args.dataset} ({protocol_of(args.dataset)}) under {folder}")
+    scores = score_results(args.results, args.dataset, sequences, trackers=[name])
+    print(format_table(scores, protocol_of(args.dataset), "md"))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from jaxtrack.eval.benchmark import protocol_of
+    from jaxtrack.eval.report import format_table, plot_scores, score_results
+
+    if not args.root and not args.annotations:
+        raise ValueError("give the dataset with --root DIR and/or --annotations FILE")
+    sequences = _load_sequences(args.dataset, args.root, args.annotations, _split_names(args.sequences))
+    protocol = protocol_of(args.dataset)
+    scores = score_results(args.results, args.dataset, sequences, trackers=_split_names(args.trackers))
+    sys.stdout.write(format_table(scores, protocol, args.format))
+    if args.format == "json":
+        sys.stdout.write("\n")
+    if args.plot:
+        path = plot_scores(scores, args.plot, args.dataset, protocol)
+        print(f"plot written to {path}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxtrack.tracking.configs import CONFIGS
 
@@ -130,6 +192,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=48, help="frames per sequence")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    from jaxtrack.data.datasets import DATASET_NAMES
+
+    eval_sets = list(DATASET_NAMES)
+    p = sub.add_parser("eval", help="run a tracker over a benchmark; results in pysot's layout (resumable)")
+    p.add_argument("--model", required=True, choices=sorted(CONFIGS), help="tracker configuration")
+    p.add_argument("--weights", help="jaxtrack weights (converted folder / orbax checkpoint); random when absent")
+    p.add_argument("--dataset", required=True, choices=eval_sets, help="benchmark (vot2018: supervised restarts)")
+    p.add_argument("--root", required=True, help="dataset folder")
+    p.add_argument("--annotations", help="pysot annotation JSON or list of sequence names (optional)")
+    p.add_argument("--sequences", help="comma-separated sequence names (default: all found)")
+    p.add_argument("--results", required=True, help="results folder (pysot layout: <Dataset>/<tracker>/...)")
+    p.add_argument("--name", help="tracker name in the results folder (default: the model, '-random' added "
+                                  "without --weights)")
+    p.add_argument("--chunk-size", type=int, default=64, help="frames loaded and scanned at a time (memory bound)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="score every tracker found in a results folder (pysot's metrics)")
+    p.add_argument("--dataset", required=True, choices=eval_sets, help="benchmark the results belong to")
+    p.add_argument("--root", help="dataset folder (ground truth)")
+    p.add_argument("--annotations", help="pysot annotation JSON (enough on its own: no images are read)")
+    p.add_argument("--sequences", help="comma-separated sequence names (default: all found)")
+    p.add_argument("--results", required=True, help="results folder (ours, pysot's or got10k's layout)")
+    p.add_argument("--trackers", help="comma-separated tracker names (default: every tracker folder)")
+    p.add_argument("--format", default="md", choices=["md", "json", "csv"], help="output format on stdout")
+    p.add_argument("--plot", help="also write success/precision (or EAO) plots to this image file")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
