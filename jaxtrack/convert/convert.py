@@ -78,7 +78,13 @@ register_family("siamrpn_alex", FamilySpec(
     "siamrpn_alex", "pysot siamrpn_alex_dwxcorr (AlexNetLegacy backbone + DepthwiseRPN head)"))
 register_family("siamfcpp_alexnet", FamilySpec(
     "siamfcpp_alexnet", "video_analyst SiamFC++ AlexNet (siamfcpp-alexnet-*.pkl; fits the _vot and _otb trackers too)"))
-# (more families: one register_family(...) line each, e.g. NanoTrack with ignore_prefixes=("neck.",))
+register_family("nanotrack_v2", FamilySpec(
+    "nanotrack_v2", "HonglinChu/SiamTrackers NanoTrack v2 (models/pretrained/nanotrackv2.pth; neck.* unused)",
+    ignore_prefixes=("neck.",)))
+register_family("nanotrack_v3", FamilySpec(
+    "nanotrack_v3", "HonglinChu/SiamTrackers NanoTrack v3 (models/pretrained/nanotrackv3.pth; neck.* unused)",
+    ignore_prefixes=("neck.",)))
+# (more families: one register_family(...) line each)
 
 
 def get_family(name: str) -> FamilySpec:

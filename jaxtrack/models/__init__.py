@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from .alexnet import AlexNetBN, AlexNetLegacy
 from .heads import DenseboxHead, DepthwiseRPN, DepthwiseXCorr, MultiRPN, densebox_centers
 from .layers import max_pool2d, xcorr_depthwise
+from .nanotrack import NanoTrack
 from .neck import AdjustAllLayer, AdjustLayer
 from .resnet_atrous import Bottleneck, ResNetAtrous, resnet50_atrous
 from .siamfcpp import SiamFCppAlexNet
@@ -28,6 +29,7 @@ __all__ = [
     "DepthwiseRPN",
     "DepthwiseXCorr",
     "MultiRPN",
+    "NanoTrack",
     "ResNetAtrous",
     "SiamFCppAlexNet",
     "SiamRPNAlex",

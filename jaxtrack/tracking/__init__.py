@@ -14,6 +14,7 @@ import functools
 from jaxtrack.tracking.base import Tracker, TrackState, check_frame_shape, check_init_box
 from jaxtrack.tracking.configs import CONFIGS, SiamFCppConfig, SiamRPNConfig, get_config
 from jaxtrack.tracking.families import SiamFCppTracker, SiamRPNTracker
+from jaxtrack.tracking.nanotrack import NanoTrackConfig, NanoTrackTracker, OpenCVNanoTrackTracker
 
 
 def build_model(config):
@@ -22,6 +23,8 @@ def build_model(config):
 
     if isinstance(config, SiamFCppConfig):
         return models.SiamFCppAlexNet()
+    if isinstance(config, NanoTrackConfig):
+        return models.NanoTrack(version=config.version)
     if config.backbone == "resnet50":
         return models.SiamRPNPP(weighted=config.weighted_fusion)
     if config.backbone == "alexnet":
@@ -39,12 +42,18 @@ def create(name: str, **overrides) -> Tracker:
 
 @functools.lru_cache(maxsize=32)
 def _create(config) -> Tracker:
+    if isinstance(config, NanoTrackConfig):
+        cls = OpenCVNanoTrackTracker if config.opencv_compat else NanoTrackTracker
+        return cls(config=config, model=build_model(config))
     cls = SiamFCppTracker if isinstance(config, SiamFCppConfig) else SiamRPNTracker
     return cls(config=config, model=build_model(config))
 
 
 __all__ = [
     "CONFIGS",
+    "NanoTrackConfig",
+    "NanoTrackTracker",
+    "OpenCVNanoTrackTracker",
     "SiamFCppConfig",
     "SiamFCppTracker",
     "SiamRPNConfig",

@@ -70,7 +70,9 @@ class SiamFCppConfig:
         return (self.instance_size - self.exemplar_size) // self.total_stride + 1 - 2 * self.num_conv3x3
 
 
-TrackerConfig = Union[SiamRPNConfig, SiamFCppConfig]
+from jaxtrack.tracking.nanotrack import NanoTrackConfig  # noqa: E402  (its module imports no configs)
+
+TrackerConfig = Union[SiamRPNConfig, SiamFCppConfig, NanoTrackConfig]
 
 CONFIGS: dict[str, TrackerConfig] = {
     # pysot siamrpn_r50_l234_dwxcorr (VOT2018 model, weighted MultiRPN).
@@ -101,6 +103,19 @@ CONFIGS: dict[str, TrackerConfig] = {
     # video_analyst experiments/siamfcpp/test/otb/siamfcpp_alex-otb.yaml (uses the VOT weights)
     "siamfcpp_alexnet_otb": SiamFCppConfig(
         "siamfcpp_alexnet_otb", penalty_k=0.0541, window_influence=0.2315, lr=0.5250
+    ),
+    # HonglinChu/SiamTrackers NanoTrack models/config/configv2.yaml (TRACK.OUTPUT_SIZE: default 16).
+    "nanotrack_v2": NanoTrackConfig(
+        "nanotrack_v2", "v2", penalty_k=0.150, window_influence=0.490, lr=0.385, score_size=16
+    ),
+    # ... configv3.yaml (TRACK.OUTPUT_SIZE 15).
+    "nanotrack_v3": NanoTrackConfig(
+        "nanotrack_v3", "v3", penalty_k=0.138, window_influence=0.455, lr=0.348, score_size=15
+    ),
+    # OpenCV's cv2.TrackerNano emulated around the v2 network (measurement only, see tracking/nanotrack.py).
+    "nanotrack_v2_opencv": NanoTrackConfig(
+        "nanotrack_v2_opencv", "v2", penalty_k=0.055, window_influence=0.455, lr=0.37, score_size=16,
+        opencv_compat=True,
     ),
 }
 
