@@ -21,12 +21,21 @@ def _parse_box(text: str):
     return values
 
 
+def _variables(tracker, weights):
+    """--weights, else the real checkpoint in the shared data folder (NanoTrack), else random weights."""
+    from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint
+
+    if weights is None and (found := shared_checkpoint(tracker.name)) is not None:
+        print(f"note: no --weights given, using the pretrained {found}")
+        weights = str(found)
+    return load_tracker_variables(tracker, weights)
+
+
 def cmd_track(args) -> int:
     from jaxtrack.data.sequence import load_otb_folder, load_video, write_boxes
     from jaxtrack.eval import metrics
     from jaxtrack.eval.runner import run_sequence
     from jaxtrack.tracking import create
-    from jaxtrack.tracking.weights import load_tracker_variables
 
     if args.sequence:
         sequence = load_otb_folder(args.sequence, require_gt=args.init is None)
@@ -35,7 +44,7 @@ def cmd_track(args) -> int:
         if args.init is None and len(sequence.ground_truth) == 0:
             raise SystemExit(f"error: {args.video}: no box file given, pass --init x,y,w,h (0-based)")
     tracker = create(args.model)
-    variables, is_random = load_tracker_variables(tracker, args.weights)
+    variables, is_random = _variables(tracker, args.weights)
     if is_random:
         print(f"note: no --weights given, {args.model} runs with RANDOM weights (boxes are not meaningful)")
     result = run_sequence(tracker, variables, sequence, init_box=args.init, chunk_size=args.chunk_size)
@@ -88,8 +97,8 @@ def cmd_demo(args) -> int:
     print()
     print(format_table(rows))
     if any(r.weights.startswith("random") for r in rows):
-        print("\nThese models ran with RANDOM weights (no trained weights are bundled yet): the success figures"
-              " are those of untrained networks; the speed figures are real.")
+        print("\nModels marked 'random' ran with RANDOM weights (no SiamFC++/SiamRPN checkpoint is available offline):"
+              " their success figures are those of untrained networks; the speed figures are real.")
     plot = plot_success(rows, Path(config.out) / "success.png")
     print(f"plot: {plot}")
     return 0
@@ -122,11 +131,10 @@ def cmd_eval(args) -> int:
     from jaxtrack.eval.benchmark import protocol_of, run_dataset
     from jaxtrack.eval.report import format_table, score_results
     from jaxtrack.tracking import create
-    from jaxtrack.tracking.weights import load_tracker_variables
 
     sequences = _load_sequences(args.dataset, args.root, args.annotations, _split_names(args.sequences))
     tracker = create(args.model)
-    variables, is_random = load_tracker_variables(tracker, args.weights)
+    variables, is_random = _variables(tracker, args.weights)
     name = args.name or (args.model + ("-random" if is_random else ""))
     if is_random:
         print(f"note: no --weights given, {args.model} runs with RANDOM weights; results go to tracker name {name!r}")
@@ -187,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic sequences tracked by each model: table + success plot")
     p.add_argument("--out", default="out/demo", help="output folder (data, results, plot)")
-    p.add_argument("--models", default="siamfcpp_alexnet,siamrpn_alex", help="comma-separated tracker names")
+    p.add_argument("--models", default="nanotrack_v2,siamfcpp_alexnet,siamrpn_alex",
+                   help="comma-separated tracker names (NanoTrack uses its real weights from the shared data folder)")
     p.add_argument("--sequences", type=int, default=4, help="number of synthetic sequences")
     p.add_argument("--frames", type=int, default=48, help="frames per sequence")
     p.add_argument("--seed", type=int, default=0)

@@ -2,8 +2,9 @@
 
 Run: ``jaxtrack demo`` (or ``make demo``); ``jaxtrack demo --help`` for the options.
 
-Until trained weights exist the models run with random weights, and the output says so: their success is
-that of an untrained network, the speed figures are real.
+NanoTrack runs with its real pretrained weights when the shared data folder holds them (converted in memory by
+the torch-free reader); SiamFC++ / SiamRPN have no checkpoint here and run with random weights, and the output
+says so: their success is that of an untrained network, the speed figures are real.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ from jaxtrack.data.sequence import load_otb_folder, write_boxes
 from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
 from jaxtrack.eval import metrics
 from jaxtrack.tracking import create
-from jaxtrack.tracking.weights import load_tracker_variables
+from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
     out: str = "out/demo"
-    models: tuple[str, ...] = ("siamfcpp_alexnet", "siamrpn_alex")
+    models: tuple[str, ...] = ("nanotrack_v2", "siamfcpp_alexnet", "siamrpn_alex")
     num_sequences: int = 4
     num_frames: int = 48
     seed: int = 0
@@ -57,7 +58,9 @@ def run_demo(config: DemoConfig, log=print) -> list[DemoRow]:
     rows = []
     for name in config.models:
         tracker = create(name)
-        variables, is_random = load_tracker_variables(tracker, None, seed=config.seed)
+        checkpoint = shared_checkpoint(name)
+        variables, is_random = load_tracker_variables(tracker, checkpoint and str(checkpoint), seed=config.seed)
+        weights = "random (untrained)" if is_random else f"pretrained ({checkpoint.name})"
         start = time.perf_counter()
         compiled = tracker.compile_track_batch(variables, frames, boxes0, lengths)
         compile_s = time.perf_counter() - start
@@ -74,7 +77,7 @@ def run_demo(config: DemoConfig, log=print) -> list[DemoRow]:
         rows.append(
             DemoRow(
                 name,
-                "random (untrained)" if is_random else "trained",
+                weights,
                 len(sequences),
                 int(lengths.sum()),
                 compile_s,

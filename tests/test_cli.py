@@ -66,3 +66,22 @@ def test_demo_table_and_plot(tmp_path, capsys):
     assert "RANDOM weights" in out
     assert (tmp_path / "success.png").stat().st_size > 0
     assert len((tmp_path / "results/Synthetic/siamrpn_alex").glob("*.txt").__iter__().__next__().read_text().splitlines()) == 6
+
+
+def test_track_uses_real_nanotrack_weights(synthetic_folder, tmp_path, capsys, data_dir):
+    """Without --weights NanoTrack takes its pretrained checkpoint from the shared data folder; a .pth given as
+    --weights is converted in memory; both give the same boxes, and they follow the synthetic target."""
+    folder, boxes = synthetic_folder
+    out_default, out_pth = tmp_path / "a.txt", tmp_path / "b.txt"
+    assert main(["track", "--model", "nanotrack_v2", "--sequence", str(folder), "--out", str(out_default)]) == 0
+    assert "using the pretrained" in capsys.readouterr().out
+    pth = data_dir / "weights/nanotrack/nanotrackv2.pth"
+    assert main(["track", "--model", "nanotrack_v2", "--sequence", str(folder), "--out", str(out_pth),
+                 "--weights", str(pth)]) == 0
+    a, b = np.loadtxt(out_default, delimiter=","), np.loadtxt(out_pth, delimiter=",")
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        from jaxtrack.tracking import create
+        from jaxtrack.tracking.weights import load_tracker_variables
+
+        load_tracker_variables(create("nanotrack_v2"), str(out_pth))

@@ -10,11 +10,43 @@ from jaxtrack import checkpoint
 from jaxtrack.tracking.base import Tracker
 
 
+PYTORCH_SUFFIXES = (".pth", ".pt", ".pkl")
+
+# Real pretrained weights that sit in the shared data folder (never in this repository), by tracker name.
+SHARED_CHECKPOINTS = {
+    "nanotrack_v2": "weights/nanotrack/nanotrackv2.pth",
+    "nanotrack_v3": "weights/nanotrack/nanotrackv3.pth",
+}
+
+
+def load_pytorch_checkpoint(tracker: Tracker, path) -> dict:
+    """Convert a PyTorch checkpoint for ``tracker`` in memory (torch-free reader, the tracker's family key map)."""
+    from jaxtrack.convert.convert import FAMILIES, abstract_variables, state_dict_to_variables
+    from jaxtrack.convert.reader import load_torch_file
+
+    specs = [spec for spec in FAMILIES.values() if spec.tracker == tracker.name]
+    if not specs:
+        raise ValueError(f"no checkpoint family converts to tracker {tracker.name!r}; see `jaxtrack convert --help`")
+    return state_dict_to_variables(
+        load_torch_file(path), abstract_variables(tracker), specs[0].ignore_prefixes, key_map=specs[0].key_map,
+        source=str(path),
+    )
+
+
+def shared_checkpoint(tracker_name: str) -> Path | None:
+    """The real checkpoint for ``tracker_name`` in the shared data folder, if there is one."""
+    from jaxtrack.paths import shared_data_dir
+
+    rel = SHARED_CHECKPOINTS.get(tracker_name)
+    path = shared_data_dir() / rel if rel else None
+    return path if path is not None and path.is_file() else None
+
+
 def load_tracker_variables(tracker: Tracker, weights: str | None, seed: int = 0) -> tuple[dict, bool]:
     """(variables, is_random). With ``weights`` None the variables are randomly initialised.
 
-    ``weights`` is a folder written by ``jaxtrack convert`` (has ``card.json``; its family must fit the tracker)
-    or a bare orbax variables directory.
+    ``weights`` is a folder written by ``jaxtrack convert`` (has ``card.json``; its family must fit the tracker),
+    a bare orbax variables directory, or a PyTorch checkpoint file converted in memory.
     """
     if weights is None:
         return tracker.init_variables(jax.random.key(seed)), True
@@ -23,9 +55,11 @@ def load_tracker_variables(tracker: Tracker, weights: str | None, seed: int = 0)
     if is_converted_folder(weights):
         return load_converted(weights, tracker), False
     if Path(weights).is_file():
+        if Path(weights).suffix in PYTORCH_SUFFIXES:
+            return load_pytorch_checkpoint(tracker, weights), False
         raise ValueError(
-            f"{weights} is a file; --weights expects a folder: convert a PyTorch checkpoint first with "
-            "`jaxtrack convert --family NAME SRC DST`"
+            f"{weights} is a file but not a PyTorch checkpoint ({', '.join(PYTORCH_SUFFIXES)}); --weights expects a "
+            "folder written by `jaxtrack convert`, an orbax checkpoint or a PyTorch checkpoint"
         )
     target = jax.eval_shape(tracker.init_variables, jax.random.key(seed))
     return checkpoint.load_variables(weights, target), False
