@@ -16,15 +16,18 @@ PYTORCH_SUFFIXES = (".pth", ".pt", ".pkl")
 SHARED_CHECKPOINTS = {
     "nanotrack_v2": "weights/nanotrack/nanotrackv2.pth",
     "nanotrack_v3": "weights/nanotrack/nanotrackv3.pth",
+    "nanotrack_v2_opencv": "weights/nanotrack/nanotrackv2.pth",
 }
 
 
 def load_pytorch_checkpoint(tracker: Tracker, path) -> dict:
     """Convert a PyTorch checkpoint for ``tracker`` in memory (torch-free reader, the tracker's family key map)."""
-    from jaxtrack.convert.convert import FAMILIES, abstract_variables, state_dict_to_variables
+    from jaxtrack.convert.convert import FAMILIES, abstract_variables, compatible_families, state_dict_to_variables
     from jaxtrack.convert.reader import load_torch_file
 
+    # the family made for this tracker, else one whose network is the same (e.g. nanotrack_v2_opencv)
     specs = [spec for spec in FAMILIES.values() if spec.tracker == tracker.name]
+    specs = specs or [FAMILIES[name] for name in compatible_families(tracker)]
     if not specs:
         raise ValueError(f"no checkpoint family converts to tracker {tracker.name!r}; see `jaxtrack convert --help`")
     return state_dict_to_variables(
