@@ -27,13 +27,14 @@ import dataclasses
 import functools
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from jaxtrack.fileio import atomic_write_text
 
 __all__ = [
     "Sequence",
@@ -444,24 +445,7 @@ def write_boxes(path: str | os.PathLike, boxes) -> None:
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"write_boxes({path}): boxes must have shape [N, 4], got {b.shape}")
     text = "".join(",".join(_format_value(v) for v in row) + "\n" for row in b.tolist())
-    _atomic_write_text(Path(path), text)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_text(Path(path), text)
 
 
 # ------------------------------------------------------------------------------------------- OTB folders

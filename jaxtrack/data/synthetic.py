@@ -46,6 +46,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from jaxtrack.fileio import atomic_write_text
+
 __all__ = [
     "SyntheticConfig",
     "SyntheticInfo",
@@ -542,10 +544,7 @@ def generate_dataset(root: str | os.PathLike, num_sequences: int, config: Synthe
                 f"quality={old.get('quality')}, config={old.get('config')}); use another root or prefix"
             )
     else:
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{mpath.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp, mpath)
+        atomic_write_text(mpath, json.dumps(manifest, indent=1))
     for stale in root.glob(f".{prefix}_*.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
 

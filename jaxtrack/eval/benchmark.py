@@ -23,15 +23,14 @@ separated by commas, tabs or spaces; pysot's OTB files for two-target sequences 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence as _Seq
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxtrack.fileio import atomic_write_text
 from jaxtrack.eval.vot import format_record, parse_record, run_vot_sequence
 
 __all__ = [
@@ -102,34 +101,17 @@ def result_path(results_dir, dataset: str, tracker_name: str, video: str, protoc
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_ope_result(path, boxes) -> None:
     """``[N, 4]`` boxes → ``x,y,w,h`` lines (``%.4f``, commas), atomically."""
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != 4:
         raise ValueError(f"{path}: boxes must have shape [N, 4], got {b.shape}")
-    _atomic_write_text(Path(path), "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in b.tolist()))
+    atomic_write_text(Path(path), "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in b.tolist()))
 
 
 def write_vot_result(path, records: Iterable) -> None:
     """pysot's VOT result file (``1`` / ``2`` / ``0`` / ``%.4f`` values), atomically."""
-    _atomic_write_text(Path(path), "".join(format_record(r) + "\n" for r in records))
+    atomic_write_text(Path(path), "".join(format_record(r) + "\n" for r in records))
 
 
 def _frames_bytes(seq) -> int:
