@@ -26,22 +26,13 @@ def _context_size(size: jax.Array, context_amount: float) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SiamRPNTracker(Tracker):
-    """pysot ``SiamRPNTracker`` (SiamRPN++ ResNet-50, SiamRPN AlexNet).
+class PysotTracker(Tracker):
+    """pysot's tracker loop (``SiamRPNTracker.track``), shared by SiamRPN(++) and NanoTrack: pad + resize crops,
+    penalty / Hanning window / size smoothing on the family's ``dense_predictions_single``.
 
     Centre convention: cx = x + (w − 1)/2 at init; output box [cx − w/2, cy − h/2, w, h] (as pysot).
+    Subclasses define ``dense_predictions_single`` and ``window`` ([N] Hanning window over the positions).
     """
-
-    config: SiamRPNConfig
-
-    @functools.cached_property
-    def anchors(self) -> np.ndarray:
-        c = self.config
-        return pp.pysot_anchors(c.anchor_stride, c.anchor_ratios, c.anchor_scales, c.score_size)
-
-    @functools.cached_property
-    def window(self) -> np.ndarray:
-        return pp.hanning_window(self.config.score_size, self.config.num_anchors)
 
     def box_to_center_size(self, box):
         return box[:2] + (box[2:] - 1.0) / 2.0, box[2:]
@@ -60,12 +51,9 @@ class SiamRPNTracker(Tracker):
         s_x = s_z * (c.instance_size / c.exemplar_size)
         return crop_pysot(frame, center, jnp.round(s_x), c.instance_size, channel_avg), scale_z
 
-    def dense_predictions_single(self, raw):
-        return pp.siamrpn_decode(raw["cls"], raw["loc"], self.anchors)
-
     def decode(self, raw, center, size, scale, frame_hw):
         c = self.config
-        score, boxes = pp.siamrpn_decode(raw["cls"][0], raw["loc"][0], self.anchors)
+        score, boxes = self.dense_predictions_single(jax.tree_util.tree_map(lambda a: a[0], raw))
         new_center, new_size, best_score, _ = pp.select_and_update_pysot(
             score,
             boxes,
@@ -79,6 +67,25 @@ class SiamRPNTracker(Tracker):
             lr=c.lr,
         )
         return new_center, new_size, best_score
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SiamRPNTracker(PysotTracker):
+    """pysot ``SiamRPNTracker`` (SiamRPN++ ResNet-50, SiamRPN AlexNet): anchor-based decoding."""
+
+    config: SiamRPNConfig
+
+    @functools.cached_property
+    def anchors(self) -> np.ndarray:
+        c = self.config
+        return pp.pysot_anchors(c.anchor_stride, c.anchor_ratios, c.anchor_scales, c.score_size)
+
+    @functools.cached_property
+    def window(self) -> np.ndarray:
+        return pp.hanning_window(self.config.score_size, self.config.num_anchors)
+
+    def dense_predictions_single(self, raw):
+        return pp.siamrpn_decode(raw["cls"], raw["loc"], self.anchors)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -40,8 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtrack.tracking import postprocess as pp
-from jaxtrack.tracking.base import Tracker
-from jaxtrack.tracking.crop import crop_pysot
+from jaxtrack.tracking.families import PysotTracker, _context_size
 
 __all__ = [
     "NanoTrackConfig",
@@ -123,13 +122,8 @@ def nanotrack_decode(cls, loc, points) -> tuple[jax.Array, jax.Array]:
     return score, boxes
 
 
-def _context_size(size: jax.Array, context_amount: float) -> jax.Array:
-    ctx = context_amount * (size[0] + size[1])
-    return jnp.sqrt((size[0] + ctx) * (size[1] + ctx))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
-class NanoTrackTracker(Tracker):
+class NanoTrackTracker(PysotTracker):
     """NanoTrack v2 / v3 tracker (``nano_tracker.py``); model :class:`jaxtrack.models.NanoTrack`."""
 
     config: NanoTrackConfig
@@ -142,23 +136,6 @@ class NanoTrackTracker(Tracker):
     def window(self) -> np.ndarray:
         return pp.hanning_window(self.config.score_size, 1)
 
-    def box_to_center_size(self, box):
-        return box[:2] + (box[2:] - 1.0) / 2.0, box[2:]
-
-    def center_size_to_box(self, center, size):
-        return jnp.concatenate([center - size / 2.0, size])
-
-    def template_crop(self, frame, center, size, channel_avg):
-        c = self.config
-        s_z = jnp.round(_context_size(size, c.context_amount))
-        return crop_pysot(frame, center, s_z, c.exemplar_size, channel_avg)
-
-    def search_crop(self, frame, center, size, channel_avg):
-        c = self.config
-        s_z = _context_size(size, c.context_amount)
-        s_x = jnp.round(s_z * (c.instance_size / c.exemplar_size))
-        return crop_pysot(frame, center, s_x, c.instance_size, channel_avg), c.exemplar_size / s_z
-
     def _check_score_size(self, cls) -> None:
         s = self.config.score_size
         if tuple(cls.shape[-3:]) != (s, s, 2):
@@ -170,24 +147,6 @@ class NanoTrackTracker(Tracker):
     def dense_predictions_single(self, raw):
         self._check_score_size(raw["cls"])
         return nanotrack_decode(raw["cls"], raw["loc"], self.points)
-
-    def decode(self, raw, center, size, scale, frame_hw):
-        c = self.config
-        self._check_score_size(raw["cls"])
-        score, boxes = nanotrack_decode(raw["cls"][0], raw["loc"][0], self.points)
-        new_center, new_size, best_score, _ = pp.select_and_update_pysot(
-            score,
-            boxes,
-            self.window,
-            center,
-            size,
-            scale,
-            frame_hw,
-            penalty_k=c.penalty_k,
-            window_influence=c.window_influence,
-            lr=c.lr,
-        )
-        return new_center, new_size, best_score
 
 
 # ------------------------------------------------------------------------------------- OpenCV's TrackerNano
