@@ -1,0 +1,143 @@
+"""Adversarial template update (AUTracker seed; published as MTP, Li et al., "Manipulating Template Pixels for
+Model Adaptation of Siamese Visual Tracking", code ``lizhenbang56/MTP``).
+
+At initialisation the template crop is refined by a BIM loop that *minimises* the tracker loss on the first frame:
+
+    z_0 = z,   z_{n+1} = Clip_{[0,255] (∩ ε-ball around z)}( z_n − α · sign ∇_z L(z_n, x_0, gt_0) ),   n < N,
+
+where ``x_0`` is the search crop of frame 0 around the ground truth and ``L`` is
+:func:`jaxtrack.attacks.tracking_loss` of the tracker's dense predictions against the ground-truth box in
+search-crop coordinates ``(0, 0, w·scale, h·scale)`` (labels from the predictions of the unrefined template,
+fixed during the loop). The tracker then runs unchanged with the refined template's embedding.
+
+Published settings (MTP, SiamFC++ GoogLeNet): α = 0.05 on the 0..255 scale; N = 16 (OTB2015), 2 (VOT2018,
+GOT-10k), 32 (TrackingNet) — :data:`MTP_STEPS`. The released code clamps to [0, 255] without an ε-ball
+(``eps=None`` here); MTP minimises SiamFC++'s own training loss, here a family-independent stand-in.
+
+Everything is pure and jittable; ``refine_template`` / ``refined_init`` are jitted with ``tracker``, ``steps``,
+``alpha``, ``eps`` and ``differentiable`` static, and vmap over sequences (frames of one size)::
+
+    state = refined_init(tracker, variables, frame, box, steps=MTP_STEPS["otb"], alpha=MTP_ALPHA)
+    boxes, scores = ...  # tracker.scan_frames(variables, state, frames, valid)
+
+With ``differentiable=True`` the loop is :func:`jaxtrack.attacks.run_attack_unrolled` (straight-through sign),
+so an adaptive attacker can differentiate the refined template with respect to the first frame.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtrack.attacks.core import AttackConfig, run_attack, run_attack_unrolled
+from jaxtrack.attacks.crops import predict_pair
+from jaxtrack.attacks.losses import tracking_loss
+from jaxtrack.tracking.base import TrackState, check_frame_shape, check_init_box
+from jaxtrack.tracking.crop import channel_average
+
+__all__ = ["MTP_ALPHA", "MTP_STEPS", "refinement_problem", "refinement_loss", "refine_template", "refined_init"]
+
+MTP_ALPHA = 0.05
+"""MTP's step (pixels, 0..255 scale)."""
+
+MTP_STEPS = {"otb": 16, "vot": 2, "got10k": 2, "trackingnet": 32}
+"""MTP's iteration counts per benchmark."""
+
+
+def refinement_problem(tracker, variables, frame, box):
+    """The first-frame pieces: ``(z0, x0, gt_in_crop, clean)`` — template crop, search crop around the ground
+    truth, the ground-truth box in search-crop coordinates, and the clean dense predictions (for the labels)."""
+    check_frame_shape(frame.shape)
+    box = jnp.asarray(box, jnp.float32)
+    center, size = tracker.box_to_center_size(box)
+    avg = channel_average(frame)
+    z0 = tracker.template_crop(frame, center, size, avg)
+    x0, scale = tracker.search_crop(frame, center, size, avg)
+    gt = jnp.concatenate([jnp.zeros(2, jnp.float32), size * scale])  # the crop is centred on the target
+    clean = jax.lax.stop_gradient(predict_pair(tracker, variables, z0, x0))
+    return z0, x0, gt, clean
+
+
+def _refinement_loss(tracker, variables, z, frame, box):
+    _, x0, gt, clean = refinement_problem(tracker, variables, frame, box)
+    scores, boxes = predict_pair(tracker, variables, z, x0)
+    return tracking_loss(scores, boxes, gt, clean)
+
+
+_refinement_loss_jit = jax.jit(_refinement_loss, static_argnums=0)
+
+
+def refinement_loss(tracker, variables, z, frame, box) -> jax.Array:
+    """The loss the refinement minimises, for a template crop ``z`` (labels from the unrefined template; jitted)."""
+    _checked(frame, box)
+    return _refinement_loss_jit(tracker, variables, z, frame, box)
+
+
+def _refine(tracker, variables, frame, box, steps, alpha, eps, differentiable):
+    z0, x0, gt, clean = refinement_problem(tracker, variables, frame, box)
+
+    def loss_fn(z):
+        scores, boxes = predict_pair(tracker, variables, z, x0)
+        return tracking_loss(scores, boxes, gt, clean)
+
+    config = AttackConfig(eps=eps, step_size=alpha, steps=steps, norm="linf", maximize=False)
+    return (run_attack_unrolled if differentiable else run_attack)(loss_fn, z0, config)
+
+
+def _state_with_template(tracker, variables, frame, box, z):
+    center, size = tracker.box_to_center_size(jnp.asarray(box, jnp.float32))
+    return TrackState(
+        center=center, size=size, channel_avg=channel_average(frame), template=tracker.embed_template(variables, z)
+    )
+
+
+_refine_jit = jax.jit(_refine, static_argnames=("tracker", "steps", "alpha", "eps", "differentiable"))
+_state_with_template_jit = jax.jit(_state_with_template, static_argnums=0)
+
+
+def _checked(frame, box):
+    check_frame_shape(np.shape(frame))
+    if not isinstance(box, jax.core.Tracer):
+        check_init_box(box, np.shape(frame)[:2])
+
+
+def _static(steps, alpha, eps):
+    AttackConfig(eps=eps, step_size=alpha, steps=steps)  # validates
+    return int(steps), float(alpha), None if eps is None else float(eps)
+
+
+def refine_template(
+    tracker,
+    variables,
+    frame,
+    box,
+    steps: int,
+    alpha: float = MTP_ALPHA,
+    eps: float | None = None,
+    differentiable: bool = False,
+) -> jax.Array:
+    """The refined template crop ``[Z, Z, 3]`` after ``steps`` descent steps of size ``alpha`` (jitted).
+
+    ``frame`` HxWx3 BGR (the first frame), ``box`` ``[x, y, w, h]`` its ground truth; ``eps`` optionally bounds
+    the change (L∞, pixel units).
+    """
+    _checked(frame, box)
+    steps, alpha, eps = _static(steps, alpha, eps)
+    return _refine_jit(tracker, variables, frame, box, steps=steps, alpha=alpha, eps=eps, differentiable=differentiable)
+
+
+def refined_init(
+    tracker,
+    variables,
+    frame,
+    box,
+    steps: int,
+    alpha: float = MTP_ALPHA,
+    eps: float | None = None,
+    differentiable: bool = False,
+) -> TrackState:
+    """``tracker.init`` with the template embedding computed from the refined crop (:func:`refine_template`, then
+    the embedding and the state; both jitted, the compiled refinement is shared with ``refine_template``)."""
+    z = refine_template(tracker, variables, frame, box, steps, alpha, eps, differentiable)
+    return _state_with_template_jit(tracker, variables, frame, box, z)
