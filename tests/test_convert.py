@@ -567,12 +567,15 @@ def test_overwrite_and_family_checks(alex_files, tmp_path):
     assert not is_random and set(vot) == {"params", "batch_stats"}
     with pytest.raises(ValueError, match="family 'siamfcpp_alexnet'.*tracker 'siamrpn_alex'.*'siamrpn_alex'"):
         load_converted(dst, tracking.create("siamrpn_alex"))
-    # a bare orbax variables directory still loads; a .pth file gets a hint to convert it first
+    # a bare orbax variables directory still loads; a .pth file converts in memory to the same arrays
     tracker = tracking.create("siamfcpp_alexnet")
     bare = checkpoint.save_variables(tmp_path / "bare", jax.tree_util.tree_map(np.asarray, vot))
     assert load_tracker_variables(tracker, str(bare))[1] is False
-    with pytest.raises(ValueError, match="jaxtrack convert"):
-        load_tracker_variables(tracker, str(alex_files["siamfcpp_alexnet"]))
+    direct, is_random = load_tracker_variables(tracker, str(alex_files["siamfcpp_alexnet"]))
+    assert not is_random
+    jax.tree_util.tree_map(np.testing.assert_array_equal, direct, jax.tree_util.tree_map(np.asarray, vot))
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
+        load_tracker_variables(tracker, str(dst / "card.json"))
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

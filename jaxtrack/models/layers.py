@@ -97,7 +97,7 @@ def max_pool2d(
         high = max(p, (out - 1) * s + k - n - p)
         pads.append((p, high))
     pads.append((0, 0))
-    init = jnp.array(-jnp.inf, dtype=x.dtype)
+    init = -jnp.inf  # a Python scalar: an array init value makes lax.reduce_window non-differentiable under jit
     return lax.reduce_window(x, init, lax.max, (1, k, k, 1), (1, s, s, 1), pads)
 
 
