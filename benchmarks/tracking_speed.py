@@ -7,7 +7,11 @@ For each model at its published input size (random weights; speed does not depen
 * network: median of the jitted ``tracker.head`` alone (search branch + head, template embedding cached);
 * non-network share = 1 − network / step (crop + decoding + state update);
 * compile: time of the first ``step`` call minus a steady-state step;
-* track_batch throughput (frames/s) for 1 / 4 / 8 sequences of ``--batch-frames`` frames, relative to 1.
+* track_batch throughput (frames/s) for 1 / 4 / 8 sequences of ``--batch-frames`` frames, relative to 1;
+* torch: the same network in PyTorch eager (the test-only twin of ``tests/torch_twins.py``, 2 threads,
+  ``no_grad``, template branch cached as pysot/video_analyst do), median of its search-branch + head forward,
+  so JAX step / PyTorch forward is a ratio measured in one run (the PyTorch trackers' own crop and
+  post-processing would add to their side).
 Frames are the real OTB Crossing sequence (360×240), repeated as needed. Prints a markdown table.
 """
 
@@ -71,7 +75,42 @@ def bench_model(name, frames, box0, steps, batch_frames, batches):
         jax.block_until_ready(tracker.track_batch(variables, fb, boxes0, lengths))  # compile
         secs = _median_time(lambda: tracker.track_batch(variables, fb, boxes0, lengths), 3)
         throughput[b] = b * (batch_frames - 1) / secs
-    return dict(model=name, step_ms=step * 1e3, net_ms=net * 1e3, compile_s=first - step, throughput=throughput)
+    return dict(model=name, step_ms=step * 1e3, net_ms=net * 1e3, compile_s=first - step, throughput=throughput,
+                torch_ms=_torch_forward_ms(name, tracker.config, steps))
+
+
+def _torch_forward_ms(name, config, steps):
+    """Median PyTorch eager forward of the twin network (None when torch or the twin is unavailable)."""
+    try:
+        import torch
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        import torch_twins as tt
+    except ImportError:
+        return None
+    builders = {"siamfcpp": tt.siamfcpp_alexnet, "siamrpn_alex": tt.siamrpn_alex,
+                "siamrpnpp_r50": lambda: tt.siamrpn_r50_l234(True)}
+    key = next((k for k in builders if name.startswith(k)), None)
+    if key is None:
+        return None
+    torch.set_num_threads(2)
+    twin = builders[key]().eval()
+    z = torch.rand(1, 3, config.exemplar_size, config.exemplar_size) * 255
+    x = torch.rand(1, 3, config.instance_size, config.instance_size) * 255
+    with torch.no_grad():
+        if key == "siamfcpp":
+            zf = twin.feature(z)
+            forward = lambda: twin.track(x, *zf)  # noqa: E731
+        else:
+            twin.template(z)
+            forward = lambda: twin.track(x)  # noqa: E731
+        forward()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            forward()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
 
 
 def main(argv=None):
@@ -93,15 +132,18 @@ def main(argv=None):
         r = bench_model(name, frames, box0, args.steps, args.batch_frames, batches)
         rows.append(r)
         print(r, flush=True)
-    head = "| model | step (ms) | network (ms) | non-network share | compile (s) | " + " | ".join(
+    head = "| model | step (ms) | network (ms) | non-network share | PyTorch forward (ms) | step / PyTorch | compile (s) | " + " | ".join(
         f"track_batch B={b} (frames/s, ×B=1)" for b in batches) + " |"
     print("\n" + head)
-    print("|" + "---|" * (5 + len(batches)))
+    print("|" + "---|" * (7 + len(batches)))
     for r in rows:
         base = r["throughput"][batches[0]]
         cells = " | ".join(f"{r['throughput'][b]:.1f} (×{r['throughput'][b] / base:.2f})" for b in batches)
         share = max(0.0, 1 - r["net_ms"] / r["step_ms"])
-        print(f"| {r['model']} | {r['step_ms']:.1f} | {r['net_ms']:.1f} | {share:.0%} | {r['compile_s']:.1f} | {cells} |")
+        t = r["torch_ms"]
+        torch_cells = f"{t:.1f} | {r['step_ms'] / t:.2f}" if t else "– | –"
+        print(f"| {r['model']} | {r['step_ms']:.1f} | {r['net_ms']:.1f} | {share:.0%} | {torch_cells} | "
+              f"{r['compile_s']:.1f} | {cells} |")
 
 
 if __name__ == "__main__":
