@@ -139,7 +139,7 @@ def cmd_eval(args) -> int:
     if is_random:
         print(f"note: no --weights given, {args.model} runs with RANDOM weights; results go to tracker name {name!r}")
     paths = run_dataset(tracker, variables, sequences, args.results, args.dataset, name,
-                        chunk_size=args.chunk_size, progress=True)
+                        chunk_size=args.chunk_size, progress=True, batch_memory_mb=args.batch_memory_mb)
     folder = next(iter(paths.values())).parent if paths else args.results
     print(f"{len(paths)} result files for {name} on {args.dataset} ({protocol_of(args.dataset)}) under {folder}")
     scores = score_results(args.results, args.dataset, sequences, trackers=[name])
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="tracker name in the results folder (default: the model, '-random' added "
                                   "without --weights)")
     p.add_argument("--chunk-size", type=int, default=64, help="frames loaded and scanned at a time (memory bound)")
+    p.add_argument("--batch-memory-mb", type=float, default=0.0,
+                   help="one-pass only: track same-size sequences together with track_batch (vmap), loading up to "
+                        "this many MB of frames at once; 0 = one sequence at a time")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="score every tracker found in a results folder (pysot's metrics)")
