@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxtrack.data.sequence import read_boxes
 from jaxtrack.fileio import atomic_write_text
 from jaxtrack.eval.vot import format_record, parse_record, run_vot_sequence
 
@@ -298,27 +299,9 @@ def find_result_files(tracker_dir, video: str, protocol: str = "ope") -> list[Pa
     return [p] if p is not None else []
 
 
-_SPLIT = re.compile(r"[,\s]+")
-
-
 def read_ope_result(path) -> np.ndarray:
-    """``[N, 4]`` boxes of a one-pass result file (commas, tabs or spaces; ``nan`` kept)."""
-    path = Path(path)
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-        s = line.strip()
-        if not s:
-            continue
-        parts = [p for p in _SPLIT.split(s) if p]
-        try:
-            if len(parts) != 4:
-                raise ValueError(f"expected 4 values x,y,w,h, found {len(parts)}")
-            rows.append([float(p) for p in parts])
-        except ValueError as e:
-            raise ValueError(f"{path}: line {lineno} does not parse as a box ({e}): {line!r}") from None
-    if not rows:
-        raise ValueError(f"result file {path} is empty")
-    return np.asarray(rows, dtype=np.float64)
+    """``[N, 4]`` boxes of a one-pass result file (commas, tabs or spaces; ``nan`` kept; 0-based as written)."""
+    return read_boxes(path, one_based=False)
 
 
 def read_vot_result(path) -> list[list[float]]:
