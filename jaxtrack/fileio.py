@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -25,3 +28,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             pass
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_directory(dst: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a temporary sibling of ``dst`` and move it to ``dst`` only if the block succeeds.
+
+    An existing ``dst`` is replaced (moved aside, swapped, then deleted), so readers see the old folder or the new
+    one, never a mix; on an exception the temporary folder is removed and ``dst`` is untouched. Whether replacing
+    is allowed is the caller's decision, made before entering.
+    """
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        yield tmp
+        if dst.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+            os.replace(dst, old / dst.name)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -26,14 +26,13 @@ import functools
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from jaxtrack.fileio import atomic_directory
 
 CARD_NAME = "card.json"
 VARIABLES_DIR = "variables"
@@ -334,21 +333,9 @@ def convert_checkpoint(family: str, src: str | os.PathLike, dst: str | os.PathLi
     if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), (int, np.integer)):
         card["source"]["epoch"] = int(obj["epoch"])
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
+    with atomic_directory(dst) as tmp:
         checkpoint.save_variables(tmp / VARIABLES_DIR, variables)
         (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(dst, old)
-            os.rename(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
 
 

@@ -40,13 +40,12 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from jaxtrack.fileio import atomic_write_text
+from jaxtrack.fileio import atomic_directory, atomic_write_text
 
 __all__ = [
     "SyntheticConfig",
@@ -491,8 +490,7 @@ def write_otb_sequence(root: str | os.PathLike, name: str, frames: np.ndarray, b
     dest = root / name
     if dest.exists() and not overwrite:
         raise FileExistsError(f"sequence folder already exists: {dest}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    try:
+    with atomic_directory(dest) as tmp:
         (tmp / "img").mkdir()
         digits = max(4, len(str(len(frames))))
         params = [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)]
@@ -503,16 +501,6 @@ def write_otb_sequence(root: str | os.PathLike, name: str, frames: np.ndarray, b
             buf.tofile(str(tmp / "img" / f"{i:0{digits}d}.jpg"))
         lines = [",".join(_fmt(v) for v in (b[0] + 1, b[1] + 1, b[2], b[3])) for b in boxes.tolist()]
         (tmp / "groundtruth_rect.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        if dest.exists():  # overwrite: move the old one aside first, delete it after the swap
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
-            os.replace(dest, old / name)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest
 
 

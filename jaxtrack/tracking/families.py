@@ -35,10 +35,10 @@ class PysotTracker(Tracker):
     """
 
     def box_to_center_size(self, box):
-        return box[:2] + (box[2:] - 1.0) / 2.0, box[2:]
+        return pp.xywh_to_cxywh_pysot(box)
 
     def center_size_to_box(self, center, size):
-        return jnp.concatenate([center - size / 2.0, size])
+        return pp.cxywh_to_xywh_pysot(center, size)
 
     def template_crop(self, frame, center, size, channel_avg):
         s_z = jnp.round(_context_size(size, self.config.context_amount))
@@ -99,10 +99,10 @@ class SiamFCppTracker(Tracker):
         return pp.hanning_window(self.config.score_size, 1)
 
     def box_to_center_size(self, box):
-        return box[:2] + (box[2:] - 1.0) / 2.0, box[2:]
+        return pp.xywh_to_cxywh_va(box)
 
     def center_size_to_box(self, center, size):
-        return jnp.concatenate([center - (size - 1.0) / 2.0, size])
+        return pp.cxywh_to_xywh_va(center, size)
 
     def _crop(self, frame, center, size, channel_avg, out_size):
         c = self.config

@@ -268,10 +268,8 @@ def cxywh_to_xywh_pysot(center, size) -> jax.Array:
     return jnp.concatenate([center - size / 2.0, size], axis=-1)
 
 
-def xywh_to_cxywh_va(box) -> tuple[jax.Array, jax.Array]:
-    """video_analyst ``xywh2cxywh``: ``center = xy + (wh - 1) / 2``, ``size = wh``."""
-    box = jnp.asarray(box, jnp.float32)
-    return box[..., :2] + (box[..., 2:] - 1.0) / 2.0, box[..., 2:]
+# video_analyst's ``xywh2cxywh`` is the same formula as pysot's init conversion.
+xywh_to_cxywh_va = xywh_to_cxywh_pysot
 
 
 def cxywh_to_xywh_va(center, size) -> jax.Array:
