@@ -1,6 +1,7 @@
 """The ``jaxtrack`` command: thin argument parsing over importable modules.
 
     jaxtrack track --model siamrpnpp_r50 --sequence ../shared/data/sequences/OTB/Crossing --out boxes.txt
+    jaxtrack eval --model nanotrack_v2 --dataset otb100 --root DIR --results out/results --attack pgd --eps 8
     jaxtrack demo
 """
 
@@ -31,6 +32,45 @@ def _variables(tracker, weights):
     return load_tracker_variables(tracker, weights)
 
 
+def _add_robustness_args(p) -> None:
+    """--attack/--loss/... and --refine-template/... (shared by track and eval)."""
+    from jaxtrack.attacks import ATTACKS, LOSSES, TARGETS
+
+    g = p.add_argument_group("online attack (every frame's search crop and/or the template at initialisation)")
+    g.add_argument("--attack", choices=ATTACKS, help="projected-gradient attack (none when absent)")
+    g.add_argument("--loss", default="dua", choices=sorted(LOSSES), help="attack loss (default: dua = cls + reg)")
+    g.add_argument("--eps", type=float, default=8.0, help="L-inf budget in grey levels of the crop (default 8)")
+    g.add_argument("--steps", type=int, default=10, help="attack iterations (bim/pgd/mifgsm; default 10)")
+    g.add_argument("--step-size", type=float, help="pixels per step (default: eps/steps for bim, 2.5*eps/steps "
+                                                   "for pgd)")
+    g.add_argument("--target", default="search", choices=TARGETS, help="what is attacked (default: search)")
+    g.add_argument("--warm-start", action="store_true", help="start each frame's attack from the previous "
+                                                            "frame's perturbation (RTAA, SPARK)")
+    g.add_argument("--attack-seed", type=int, default=0, help="PRNG seed of random starts")
+    g = p.add_argument_group("template refinement (MTP / AUTracker) at initialisation")
+    g.add_argument("--refine-template", action="store_true", help="refine the template by descending the tracker "
+                                                                  "loss on the first frame")
+    g.add_argument("--refine-steps", type=int, default=16, help="descent steps (MTP: 16 on OTB, 2 on VOT/GOT-10k)")
+    g.add_argument("--refine-alpha", type=float, default=0.05, help="pixels per step (MTP: 0.05)")
+    g.add_argument("--refine-eps", type=float, help="optional L-inf bound on the template change (pixels)")
+
+
+def _robust_tracker(tracker, args):
+    """The tracker wrapped as --attack/--refine-template ask (unchanged without them)."""
+    from jaxtrack import robust
+    from jaxtrack.attacks import OnlineAttack, attack_config
+
+    refine = None
+    if args.refine_template:
+        refine = robust.Refinement(args.refine_steps, args.refine_alpha, args.refine_eps)
+    attack = None
+    if args.attack:
+        config = attack_config(args.attack, args.eps, args.steps, args.step_size)
+        attack = OnlineAttack(config, loss=args.loss, target=args.target, warm_start=args.warm_start,
+                              seed=args.attack_seed)
+    return robust.wrap(tracker, refine=refine, attack=attack)
+
+
 def cmd_track(args) -> int:
     from jaxtrack.data.sequence import load_otb_folder, load_video, write_boxes
     from jaxtrack.eval import metrics
@@ -47,6 +87,7 @@ def cmd_track(args) -> int:
     variables, is_random = _variables(tracker, args.weights)
     if is_random:
         print(f"note: no --weights given, {args.model} runs with RANDOM weights (boxes are not meaningful)")
+    tracker = _robust_tracker(tracker, args)
     result = run_sequence(tracker, variables, sequence, init_box=args.init, chunk_size=args.chunk_size)
     write_boxes(args.out, result.boxes)
     msg = f"{sequence.name}: {len(result.boxes)} boxes written to {args.out} ({result.fps:.1f} frames/s incl. compile)"
@@ -135,7 +176,8 @@ def cmd_eval(args) -> int:
     sequences = _load_sequences(args.dataset, args.root, args.annotations, _split_names(args.sequences))
     tracker = create(args.model)
     variables, is_random = _variables(tracker, args.weights)
-    name = args.name or (args.model + ("-random" if is_random else ""))
+    tracker = _robust_tracker(tracker, args)
+    name = args.name or (tracker.name + ("-random" if is_random else ""))
     if is_random:
         print(f"note: no --weights given, {args.model} runs with RANDOM weights; results go to tracker name {name!r}")
     paths = run_dataset(tracker, variables, sequences, args.results, args.dataset, name,
@@ -182,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file: one x,y,w,h line per frame (0-based)")
     p.add_argument("--render", help="also write a video with the boxes drawn (e.g. out.mp4)")
     p.add_argument("--chunk-size", type=int, default=64, help="frames loaded and scanned at a time (memory bound)")
+    _add_robustness_args(p)
     p.set_defaults(func=cmd_track)
 
     from jaxtrack.convert.convert import FAMILIES
@@ -219,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-memory-mb", type=float, default=0.0,
                    help="one-pass only: track same-size sequences together with track_batch (vmap), loading up to "
                         "this many MB of frames at once; 0 = one sequence at a time")
+    _add_robustness_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="score every tracker found in a results folder (pysot's metrics)")

@@ -5,7 +5,8 @@
 * :mod:`~jaxtrack.attacks.losses` — tracker losses on ``Tracker.dense_predictions`` (Dua-Loss, CSA, RTAA,
   score margin, the family-independent tracking loss) and crop-coordinate box helpers;
 * :mod:`~jaxtrack.attacks.crops` — offline attacks on batches of (template, search) crop pairs;
-* :mod:`~jaxtrack.attacks.refine` — MTP/AUTracker template refinement at initialisation.
+* :mod:`~jaxtrack.attacks.online` — any tracker under an online attack (template at init, search every frame);
+* :mod:`~jaxtrack.attacks.refine` — MTP/AUTracker template refinement at initialisation (``refined(tracker)``).
 
 >>> from jaxtrack import attacks, tracking
 >>> tracker = tracking.create("siamrpn_alex"); variables = ...
@@ -39,7 +40,9 @@ from jaxtrack.attacks.losses import (
     center_size_in_crop,
     cls_loss,
     csa_loss,
+    dua_cls_loss,
     dua_loss,
+    dua_reg_loss,
     iou_labels,
     reg_loss,
     rtaa_loss,
@@ -49,9 +52,20 @@ from jaxtrack.attacks.losses import (
     smooth_l1,
     tracking_loss,
 )
+from jaxtrack.attacks.online import (
+    ATTACKS,
+    AttackedState,
+    AttackedTracker,
+    OnlineAttack,
+    attack_config,
+    attacked,
+)
 from jaxtrack.attacks.refine import (
     MTP_ALPHA,
     MTP_STEPS,
+    RefinedTracker,
+    refine_crop,
+    refined,
     refine_template,
     refined_init,
     refinement_loss,
@@ -59,7 +73,18 @@ from jaxtrack.attacks.refine import (
 )
 
 __all__ = [
+    "ATTACKS",
     "AttackConfig",
+    "AttackedState",
+    "AttackedTracker",
+    "OnlineAttack",
+    "RefinedTracker",
+    "attack_config",
+    "attacked",
+    "dua_cls_loss",
+    "dua_reg_loss",
+    "refine_crop",
+    "refined",
     "LOSSES",
     "MTP_ALPHA",
     "MTP_STEPS",

@@ -302,6 +302,7 @@ def run_attack(
     config: AttackConfig,
     key: jax.Array | None = None,
     return_losses: bool = False,
+    start=None,
 ):
     """Projected-gradient attack on ``loss_fn`` starting from the clean input ``x`` (array or pytree).
 
@@ -311,6 +312,9 @@ def run_attack(
       config: :class:`AttackConfig`.
       key: PRNG key, needed only with ``random_start``.
       return_losses: also return the loss of every iterate (for convergence checks; one extra forward pass).
+      start: optional starting point (same structure as ``x``), projected into the budget around ``x`` — a warm
+        start such as the previous frame's adversarial perturbation added to this frame's input (RTAA, SPARK).
+        Replaces the clean/random start.
     Returns:
       ``x_adv`` of the same structure (float), inside the budget, with ``stop_gradient`` (use
       :func:`run_attack_unrolled` to differentiate through the attack); with ``return_losses``,
@@ -318,7 +322,11 @@ def run_attack(
       starting point: the clean input, or the random start).
     """
     x0 = jax.tree.map(_as_float, x)
-    x_init = _initial_point(x0, config, key)
+    if start is None:
+        x_init = _initial_point(x0, config, key)
+    else:
+        c = config
+        x_init = jax.tree.map(lambda s, a: project(s, a, c.eps, c.norm, c.clip_min, c.clip_max), start, x0)
     step = _make_step(loss_fn, x0, config, jnp.sign)
     m0 = jax.tree.map(jnp.zeros_like, x0)
     losses0 = jnp.zeros((config.steps + 1,), jnp.float32)

@@ -90,6 +90,8 @@ __all__ = [
     "reg_loss",
     "tracking_loss",
     "dua_loss",
+    "dua_cls_loss",
+    "dua_reg_loss",
     "csa_loss",
     "rtaa_pseudo_box",
     "rtaa_loss",
@@ -261,6 +263,19 @@ def dua_loss(
     return cls_loss(scores, labels) + lam * reg_loss(boxes, ref_box, labels, reg)
 
 
+def dua_cls_loss(scores, boxes, ref_box, clean: Clean = None, *, pos_iou: float = 0.6, neg_iou: float = 0.3):
+    """The classification term of :func:`dua_loss` alone (``--loss cls``: attack the classification head only)."""
+    return cls_loss(scores, _labels(boxes, ref_box, clean, pos_iou, neg_iou))
+
+
+def dua_reg_loss(
+    scores, boxes, ref_box, clean: Clean = None, *, reg: str = "iou", pos_iou: float = 0.6, neg_iou: float = 0.3
+):
+    """The regression term of :func:`dua_loss` alone (``--loss reg``: attack the regression head only)."""
+    del scores
+    return reg_loss(boxes, ref_box, _labels(boxes, ref_box, clean, pos_iou, neg_iou), reg)
+
+
 def csa_loss(
     scores,
     boxes,
@@ -346,6 +361,8 @@ def score_margin_loss(
 
 
 LOSSES: dict[str, Callable] = {
+    "cls": dua_cls_loss,
+    "reg": dua_reg_loss,
     "dua": dua_loss,
     "csa": csa_loss,
     "rtaa": rtaa_loss,

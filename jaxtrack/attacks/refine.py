@@ -26,6 +26,9 @@ so an adaptive attacker can differentiate the refined template with respect to t
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +38,19 @@ from jaxtrack.attacks.crops import predict_pair
 from jaxtrack.attacks.losses import tracking_loss
 from jaxtrack.tracking.base import TrackState, check_frame_shape, check_init_box
 from jaxtrack.tracking.crop import channel_average
+from jaxtrack.tracking.wrapper import TrackerWrapper
 
-__all__ = ["MTP_ALPHA", "MTP_STEPS", "refinement_problem", "refinement_loss", "refine_template", "refined_init"]
+__all__ = [
+    "MTP_ALPHA",
+    "MTP_STEPS",
+    "RefinedTracker",
+    "refine_crop",
+    "refine_template",
+    "refined",
+    "refined_init",
+    "refinement_loss",
+    "refinement_problem",
+]
 
 MTP_ALPHA = 0.05
 """MTP's step (pixels, 0..255 scale)."""
@@ -74,8 +88,12 @@ def refinement_loss(tracker, variables, z, frame, box) -> jax.Array:
     return _refinement_loss_jit(tracker, variables, z, frame, box)
 
 
-def _refine(tracker, variables, frame, box, steps, alpha, eps, differentiable):
-    z0, x0, gt, clean = refinement_problem(tracker, variables, frame, box)
+def refine_crop(tracker, variables, z0, x0, gt, steps: int, alpha: float, eps: float | None = None,
+                differentiable: bool = False):
+    """Refine the template crop ``z0`` [Z,Z,3] against the first search crop ``x0`` [X,X,3] and the ground truth
+    ``gt`` (crop coordinates, ``(cx, cy, w, h)`` relative to the crop centre). Pure and traceable; labels from
+    the predictions of ``z0``."""
+    clean = jax.lax.stop_gradient(predict_pair(tracker, variables, z0, x0))
 
     def loss_fn(z):
         scores, boxes = predict_pair(tracker, variables, z, x0)
@@ -83,6 +101,11 @@ def _refine(tracker, variables, frame, box, steps, alpha, eps, differentiable):
 
     config = AttackConfig(eps=eps, step_size=alpha, steps=steps, norm="linf", maximize=False)
     return (run_attack_unrolled if differentiable else run_attack)(loss_fn, z0, config)
+
+
+def _refine(tracker, variables, frame, box, steps, alpha, eps, differentiable):
+    z0, x0, gt, _ = refinement_problem(tracker, variables, frame, box)
+    return refine_crop(tracker, variables, z0, x0, gt, steps, alpha, eps, differentiable)
 
 
 def _state_with_template(tracker, variables, frame, box, z):
@@ -141,3 +164,39 @@ def refined_init(
     the embedding and the state; both jitted, the compiled refinement is shared with ``refine_template``)."""
     z = refine_template(tracker, variables, frame, box, steps, alpha, eps, differentiable)
     return _state_with_template_jit(tracker, variables, frame, box, z)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RefinedTracker(TrackerWrapper):
+    """A tracker whose template is refined at every initialisation (first frame, and VOT re-initialisations):
+    ``init_with_crop`` refines the template crop against the frame's search crop around the given box, then
+    hands the refined crop to the tracker below. Everything else is the wrapped tracker's. Build with
+    :func:`refined`."""
+
+    steps: int = 16
+    alpha: float = MTP_ALPHA
+    eps: float | None = None
+
+    @property
+    def name(self) -> str:
+        alpha = "" if self.alpha == MTP_ALPHA else f"-a{self.alpha:g}"
+        eps = "" if self.eps is None else f"-eps{self.eps:g}"
+        return f"{self.base.name}_refine{self.steps}{alpha}{eps}"
+
+    def init_with_crop(self, variables, frame, center, size, channel_avg, z):
+        x0, scale = self.base.search_crop(frame, center, size, channel_avg)
+        gt = jnp.concatenate([jnp.zeros(2, jnp.float32), size * scale])  # the crop is centred on the target
+        z = refine_crop(self.base, variables, z, x0, gt, self.steps, self.alpha, self.eps)
+        return self.base.init_with_crop(variables, frame, center, size, channel_avg, z)
+
+
+@functools.lru_cache(maxsize=64)
+def _refined(base, steps, alpha, eps):
+    return RefinedTracker.around(base, steps=steps, alpha=alpha, eps=eps)
+
+
+def refined(tracker, steps: int = MTP_STEPS["otb"], alpha: float = MTP_ALPHA, eps: float | None = None) -> RefinedTracker:
+    """``tracker`` with MTP template refinement at initialisation (``steps`` BIM descent steps of ``alpha`` pixels,
+    optionally inside an L∞ ``eps``-ball). Equal arguments return the same object (compiled functions shared)."""
+    steps, alpha, eps = _static(steps, alpha, eps)
+    return _refined(tracker, steps, alpha, eps)

@@ -174,7 +174,18 @@ class Tracker:
         center, size = self.box_to_center_size(box)
         avg = channel_average(frame)
         z = self.template_crop(frame, center, size, avg)
-        return TrackState(center=center, size=size, channel_avg=avg, template=self.embed_template(variables, z))
+        return self.init_with_crop(variables, frame, center, size, avg, z)
+
+    def init_with_crop(self, variables, frame, center, size, channel_avg, z) -> TrackState:
+        """The state after initialising on ``frame`` from the template crop ``z`` [Z,Z,3] (possibly modified:
+        attacked by an online attacker, refined).
+
+        This is where wrappers change how a template crop becomes the tracker's template (template refinement
+        refines ``z`` against ``frame`` here); ``init_pure`` = crop, then this. ``center``/``size`` are the target
+        in the family's centre convention, ``channel_avg`` the padding colour.
+        """
+        del frame
+        return TrackState(center=center, size=size, channel_avg=channel_avg, template=self.embed_template(variables, z))
 
     def step_pure(self, variables, state: TrackState, frame) -> tuple[TrackState, jax.Array, jax.Array]:
         check_frame_shape(frame.shape)

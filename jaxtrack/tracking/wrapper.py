@@ -1,0 +1,89 @@
+"""A tracker that wraps another and changes some of its pieces, keeping the whole tracker interface.
+
+Online attacks (:mod:`jaxtrack.attacks.online`), template refinement (:mod:`jaxtrack.attacks.refine`) and the
+defense (:mod:`jaxtrack.defense`) are wrappers: each overrides the pieces it changes (``init_with_crop``,
+``init_pure``/``step_pure``, ``embed_template``/``head``) and delegates the rest to ``base``, so they compose in
+any order and the composed object still runs under ``track_sequence`` / ``track_batch`` / ``track_chunks`` and
+the benchmark runner.
+
+``variables`` stay the wrapped tracker's own Flax variables. A wrapper is hashed by identity (it is a static
+argument of ``jax.jit``): build it once and reuse it, or compiled functions are not shared.
+
+Order matters, because a wrapper's own code calls the pieces of the tracker it wraps: the defense sits innermost
+(it is part of the network: ``embed_template``/``head``), template refinement above it (it refines through
+whatever network is below), an online attack outermost (it perturbs the crops the tracker below sees and, unless
+given a surrogate, differentiates through everything below — the adaptive attack). ``init_pure``/``step_pure``
+are the generic ones of :class:`~jaxtrack.tracking.base.Tracker` composed from the (possibly overridden) pieces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jaxtrack.tracking.base import Tracker
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrackerWrapper(Tracker):
+    """Delegates every piece to ``base``; subclasses override what they change.
+
+    Attributes a family defines beyond the interface (``window``, ``anchors``, ``points``, ...) are looked up on
+    ``base``. ``config`` and ``model`` are the base's.
+    """
+
+    base: Tracker = None  # type: ignore[assignment]
+
+    @classmethod
+    def around(cls, base: Tracker, **fields) -> "TrackerWrapper":
+        return cls(config=base.config, model=base.model, base=base, **fields)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails; guard the dataclass fields against recursion during construction.
+        if name.startswith("__") or name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    @property
+    def name(self) -> str:
+        return self.base.name
+
+    @property
+    def innermost(self) -> Tracker:
+        """The family tracker at the bottom of a stack of wrappers."""
+        t = self.base
+        return t.innermost if isinstance(t, TrackerWrapper) else t
+
+    # pieces: all delegated
+    def box_to_center_size(self, box):
+        return self.base.box_to_center_size(box)
+
+    def center_size_to_box(self, center, size):
+        return self.base.center_size_to_box(center, size)
+
+    def template_crop(self, frame, center, size, channel_avg):
+        return self.base.template_crop(frame, center, size, channel_avg)
+
+    def search_crop(self, frame, center, size, channel_avg):
+        return self.base.search_crop(frame, center, size, channel_avg)
+
+    def decode(self, raw, center, size, scale, frame_hw):
+        return self.base.decode(raw, center, size, scale, frame_hw)
+
+    def dense_predictions_single(self, raw):
+        return self.base.dense_predictions_single(raw)
+
+    def dense_predictions(self, raw):
+        return self.base.dense_predictions(raw)
+
+    def init_variables(self, key, calibration_batch: int = 2):
+        return self.base.init_variables(key, calibration_batch)
+
+    def embed_template(self, variables, z):
+        return self.base.embed_template(variables, z)
+
+    def head(self, variables, template, x):
+        return self.base.head(variables, template, x)
+
+    def init_with_crop(self, variables, frame, center, size, channel_avg, z):
+        return self.base.init_with_crop(variables, frame, center, size, channel_avg, z)
