@@ -1,0 +1,200 @@
+"""Online attacks and template refinement as tracker wrappers (jaxtrack.attacks.online / refine, jaxtrack.robust)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from jaxtrack import attacks, robust, tracking
+from jaxtrack.attacks.crops import predict_pair
+from jaxtrack.data.sequence import load_otb_folder
+from jaxtrack.eval import metrics
+from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint
+
+
+@pytest.fixture(scope="module")
+def nano(data_dir):
+    tracker = tracking.create("nanotrack_v2")
+    path = shared_checkpoint("nanotrack_v2")
+    if path is None:
+        pytest.skip("NanoTrack weights not in the shared data")
+    variables, _ = load_tracker_variables(tracker, str(path))
+    return tracker, variables
+
+
+@pytest.fixture(scope="module")
+def crossing(data_dir):
+    seq = load_otb_folder(data_dir / "sequences/OTB/Crossing")
+    frames = np.concatenate(list(seq.iter_chunks(64)))
+    return frames, np.asarray(seq.ground_truth, np.float64)
+
+
+def _iou(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
+    x2 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
+    y2 = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return inter / (a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter)
+
+
+def test_zero_budget_attack_and_zero_step_refinement_track_like_the_clean_tracker(nano, crossing):
+    tracker, variables = nano
+    frames, gt = crossing
+    frames = frames[:8]
+    clean, clean_scores = tracker.track_sequence(variables, frames, gt[0])
+    for wrapped in (
+        attacks.attacked(tracker, attacks.attack_config("bim", eps=0.0, steps=2, step_size=1.0), target="both"),
+        attacks.refined(tracker, steps=0),
+    ):
+        boxes, scores = wrapped.track_sequence(variables, frames, gt[0])
+        np.testing.assert_allclose(np.asarray(boxes), np.asarray(clean), atol=1e-3, err_msg=wrapped.name)
+        np.testing.assert_allclose(np.asarray(scores), np.asarray(clean_scores), atol=1e-5, err_msg=wrapped.name)
+
+
+def test_search_attack_state_respects_the_budget_and_warm_start_carries_it(nano, crossing):
+    tracker, variables = nano
+    frames, gt = crossing
+    eps = 4.0
+    config = attacks.attack_config("pgd", eps=eps, steps=2)
+    cold = attacks.attacked(tracker, config, warm_start=False)
+    warm = attacks.attacked(tracker, config, warm_start=True)
+    for t in (cold, warm):
+        state = t.init(variables, frames[0], gt[0])
+        assert float(jnp.max(jnp.abs(state.delta))) == 0.0 and int(state.frame) == 0
+        for f in frames[1:4]:
+            # the perturbation is added to the crop cut at the state before the step; x + delta stays in [0, 255]
+            x, _ = tracker.search_crop(f, state.center, state.size, state.channel_avg)
+            state, box, score = t.step(variables, state, f)
+            d = np.asarray(state.delta)
+            assert np.abs(d).max() <= eps and np.abs(d).max() > 0.5 * eps
+            adv = np.asarray(x) + d
+            assert adv.min() >= -1e-3 and adv.max() <= 255.0 + 1e-3  # delta = x_adv - x, rounded
+        assert int(state.frame) == 3
+
+
+def test_online_pgd10_search_attack_at_eps8_halves_nanotrack_auc_on_crossing(nano, crossing):
+    """Issue 5 criterion: an online PGD-10 search attack at ε = 8 cuts NanoTrack's success AUC on Crossing ≥ 2×."""
+    tracker, variables = nano
+    frames, gt = crossing
+    clean, _ = tracker.track_sequence(variables, frames, gt[0])
+    attacked = attacks.attacked(tracker, attacks.attack_config("pgd", eps=8.0, steps=10), loss="dua")
+    adv, _ = attacked.track_sequence(variables, frames, gt[0])
+    auc_clean = metrics.success_auc(gt, np.asarray(clean))
+    auc_adv = metrics.success_auc(gt, np.asarray(adv))
+    assert auc_clean > 0.6, auc_clean
+    assert auc_adv <= 0.5 * auc_clean, (auc_clean, auc_adv)
+
+
+def test_attacked_tracker_is_the_same_whole_chunked_and_batched(nano, crossing):
+    tracker, variables = nano
+    frames, gt = crossing
+    frames = frames[:9]
+    t = attacks.attacked(tracker, attacks.attack_config("pgd", eps=8.0, steps=1), loss="cls", target="both")
+    whole, _ = t.track_sequence(variables, frames, gt[0])
+    chunked, _ = t.track_chunks(variables, iter([frames[:4], frames[4:]]), gt[0], chunk_size=5)
+    two = np.stack([frames, frames[::-1]])
+    batched, _ = t.track_batch(variables, two, np.stack([gt[0], gt[0]]), [9, 6])
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), atol=1e-3)
+    np.testing.assert_allclose(np.asarray(batched[0]), np.asarray(whole), atol=1e-3)
+    # the second sequence of the batch is tracked on its own frames (and padded with NaN after its length)
+    alone, _ = t.track_sequence(variables, frames[::-1][:6], gt[0])
+    np.testing.assert_allclose(np.asarray(batched[1, :6]), np.asarray(alone), atol=1e-3)
+    assert np.isnan(np.asarray(batched[1, 6:])).all()
+
+
+def test_template_attack_perturbs_the_template_within_budget_at_every_initialisation(nano, crossing):
+    tracker, variables = nano
+    frames, gt = crossing
+    eps = 8.0
+    t = attacks.attacked(tracker, attacks.attack_config("bim", eps=eps, steps=3), target="template")
+    frame, box = frames[0], gt[0]
+    center, size = tracker.box_to_center_size(jnp.asarray(box, jnp.float32))
+    z = tracker.template_crop(frame, center, size, jnp.mean(frame.reshape(-1, 3).astype(np.float32), 0))
+    clean_template = tracker.embed_template(variables, z)
+    state = t.init(variables, frame, box)
+    # the same attack through attack_pair stays within ε of the clean crop (sign steps are chaotic in the last
+    # float bits, so the jitted init's crop is not compared bit for bit)
+    x0, _ = tracker.search_crop(frame, center, size, jnp.mean(frame.reshape(-1, 3).astype(np.float32), 0))
+    clean_pred = predict_pair(tracker, variables, z, x0)
+    ref = attacks.best_box(*clean_pred)
+    z_adv, _ = attacks.attack_pair(tracker, variables, z, x0, ref, attacks.dua_loss, t.attack.config,
+                                   target="template")
+    assert float(jnp.max(jnp.abs(z_adv - z))) <= eps + 1e-4
+    # the state's template is not the clean one, and it raises the Dua-Loss on the first pair as much as z_adv does
+    assert float(jnp.max(jnp.abs(state.template - clean_template))) > 1e-2
+
+    def dua(template):
+        scores, boxes = tracker.dense_predictions(tracker.head(variables, template, x0))
+        return float(attacks.dua_loss(scores[0], boxes[0], ref, clean_pred))
+
+    clean_loss, state_loss, pair_loss = dua(clean_template), dua(state.template), dua(
+        tracker.embed_template(variables, z_adv))
+    assert state_loss > clean_loss + 0.1 and pair_loss > clean_loss + 0.1
+    assert abs(state_loss - pair_loss) < 0.1 * (pair_loss - clean_loss), (clean_loss, state_loss, pair_loss)
+    # a re-initialisation (VOT restarts call init) attacks again: same frame, same result
+    again = t.init(variables, frame, box)
+    np.testing.assert_array_equal(np.asarray(again.template), np.asarray(state.template))
+
+
+def test_refined_tracker_uses_the_refined_template_and_runs_vmapped(nano, crossing):
+    tracker, variables = nano
+    frames, gt = crossing
+    steps = 3
+    t = attacks.refined(tracker, steps=steps)
+    assert t is attacks.refined(tracker, steps=steps)  # cached: compiled functions are shared
+    state = t.init(variables, frames[0], gt[0])
+    z = attacks.refine_template(tracker, variables, frames[0], gt[0], steps)
+    np.testing.assert_allclose(np.asarray(state.template), np.asarray(tracker.embed_template(variables, z)),
+                               rtol=1e-4, atol=1e-4)
+    # refinement lowers the first-frame loss
+    z0, _, _, _ = attacks.refinement_problem(tracker, variables, jnp.asarray(frames[0]), gt[0])
+    before = attacks.refinement_loss(tracker, variables, z0, frames[0], gt[0])
+    after = attacks.refinement_loss(tracker, variables, z, frames[0], gt[0])
+    assert float(after) < float(before)
+    two = np.stack([frames[:5], frames[10:15]])
+    boxes0 = np.stack([gt[0], gt[10]])
+    batched, _ = t.track_batch(variables, two, boxes0, [5, 5])
+    single, _ = t.track_sequence(variables, frames[10:15], gt[10])
+    # vmapped sign steps may flip where a gradient is ~0 (float summation order): boxes agree to a fraction of a px
+    np.testing.assert_allclose(np.asarray(batched[1]), np.asarray(single), atol=0.5)
+
+
+def test_robust_wrap_stacks_refinement_under_the_attack(nano):
+    tracker, _ = nano
+    attack = attacks.OnlineAttack(attacks.attack_config("fgsm", eps=2.0))
+    t = robust.wrap(tracker, refine=robust.Refinement(steps=2), attack=attack)
+    assert isinstance(t, attacks.AttackedTracker) and isinstance(t.base, attacks.RefinedTracker)
+    assert t.base.base is tracker and t.innermost is tracker
+    assert t.name == "nanotrack_v2_refine2_fgsm-dua-search-eps2"
+    # a non-adaptive attack on a defended stack takes its gradients from the undefended one
+    marker = attacks.refined(tracker, steps=5)  # any wrapper stands in for a defense here
+    t2 = robust.wrap(tracker, defense=lambda b: attacks.refined(b, steps=5), attack=attack, adaptive=False)
+    assert t2.base is marker and t2.surrogate is tracker
+    assert robust.wrap(tracker) is tracker
+
+
+def test_online_attack_validates_its_settings():
+    config = attacks.attack_config("bim", eps=4.0, steps=2)
+    with pytest.raises(ValueError, match="target"):
+        attacks.OnlineAttack(config, target="frame")
+    with pytest.raises(ValueError, match="unknown attack loss 'foo'"):
+        attacks.OnlineAttack(config, loss="foo")
+    with pytest.raises(ValueError, match="unknown attack 'cw'"):
+        attacks.attack_config("cw", eps=4.0)
+    assert attacks.attack_config("pgd", eps=8.0, steps=10).step_size == pytest.approx(2.0)
+    assert attacks.OnlineAttack(attacks.attack_config("mifgsm", 8, 5)).describe() == "mifgsm5-dua-search-eps8"
+
+
+def test_cls_and_reg_losses_are_the_two_terms_of_dua_loss():
+    key = jax.random.key(1)
+    scores = jax.random.uniform(key, (25,))
+    boxes = jnp.concatenate([jax.random.normal(key, (25, 2)) * 5, 20 + jax.random.uniform(key, (25, 2)) * 10], 1)
+    ref = jnp.array([0.0, 0.0, 24.0, 22.0])
+    total = attacks.dua_loss(scores, boxes, ref, lam=0.7)
+    parts = attacks.dua_cls_loss(scores, boxes, ref) + 0.7 * attacks.dua_reg_loss(scores, boxes, ref)
+    np.testing.assert_allclose(float(total), float(parts), rtol=1e-6)
+    assert set(["cls", "reg", "dua", "csa", "rtaa"]) <= set(attacks.LOSSES)
