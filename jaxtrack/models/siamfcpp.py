@@ -6,6 +6,11 @@ scalar parameters ``head/si`` and ``head/bi`` of shape ()).
 
 Sizes: z 127 -> 6x6 -> kernels 4x4; x 303 -> 28x28 -> 26x26 -> xcorr 23x23 -> head towers 17x17.
 
+Compact variant: ``SiamFCppAlexNet(width_mult=0.25)`` keeps the layer structure and the parameter names but
+scales every channel count (backbone 96/256/384/384/256 and the 256-wide adjust convs and head towers) by
+``width_mult`` (rounded, at least 8). The default (1.0) is the published network, bit for bit, so converted
+video_analyst checkpoints keep loading. Used by the ``siamfcpp_tiny`` tracker that trains on a CPU.
+
 Usage::
 
     model = SiamFCppAlexNet()
@@ -20,9 +25,35 @@ import jax
 
 from .alexnet import AlexNetBN
 from .heads import DenseboxHead
-from .layers import ConvBNReLU, xcorr_depthwise
+from .layers import ConvBNReLU, max_pool2d, xcorr_depthwise
 
-__all__ = ["SiamFCppAlexNet"]
+__all__ = ["SiamFCppAlexNet", "AlexNetBNScaled", "scaled_channels"]
+
+_ALEXNET_CHANNELS = (96, 256, 384, 384, 256)
+
+
+def scaled_channels(channels: int, width_mult: float) -> int:
+    """``channels * width_mult`` rounded to the nearest integer, at least 8."""
+    return max(8, int(round(channels * width_mult)))
+
+
+class AlexNetBNScaled(nn.Module):
+    """:class:`AlexNetBN` (same layers, names ``conv1``..``conv5``, strides, ceil-mode pools) with every channel
+    count scaled by ``width_mult``."""
+
+    width_mult: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        c = [scaled_channels(n, self.width_mult) for n in _ALEXNET_CHANNELS]
+        x = ConvBNReLU(c[0], kernel_size=11, stride=2, padding=0, name="conv1")(x, train)
+        x = max_pool2d(x, 3, 2, 0, ceil_mode=True)
+        x = ConvBNReLU(c[1], kernel_size=5, stride=1, padding=0, name="conv2")(x, train)
+        x = max_pool2d(x, 3, 2, 0, ceil_mode=True)
+        x = ConvBNReLU(c[2], kernel_size=3, stride=1, padding=0, name="conv3")(x, train)
+        x = ConvBNReLU(c[3], kernel_size=3, stride=1, padding=0, name="conv4")(x, train)
+        x = ConvBNReLU(c[4], kernel_size=3, stride=1, padding=0, has_relu=False, name="conv5")(x, train)
+        return x
 
 
 class SiamFCppAlexNet(nn.Module):
@@ -39,10 +70,15 @@ class SiamFCppAlexNet(nn.Module):
     total_stride: int = 8
     num_conv3x3: int = 3
     head_conv_bn: tuple[bool, ...] = (False, False, True)
+    width_mult: float = 1.0  # compact variants: every channel count scaled (1.0 = the published network)
 
     def setup(self):
-        w = self.head_width
-        self.basemodel = AlexNetBN()
+        if self.width_mult == 1.0:
+            w = self.head_width
+            self.basemodel = AlexNetBN()
+        else:
+            w = scaled_channels(self.head_width, self.width_mult)
+            self.basemodel = AlexNetBNScaled(self.width_mult)
         self.c_z_k = ConvBNReLU(w, 3, has_relu=False)
         self.r_z_k = ConvBNReLU(w, 3, has_relu=False)
         self.c_x = ConvBNReLU(w, 3, has_relu=False)

@@ -22,6 +22,8 @@ def build_model(config):
     from jaxtrack import models
 
     if isinstance(config, SiamFCppConfig):
+        if config.width_mult != 1.0:  # compact variant (siamfcpp_tiny)
+            return models.SiamFCppAlexNet(width_mult=config.width_mult)
         return models.SiamFCppAlexNet()
     if isinstance(config, NanoTrackConfig):
         return models.NanoTrack(version=config.version)

@@ -1,1 +1,52 @@
-"""jaxtrack.train."""
+"""Training Siamese trackers: data-parallel over a device mesh, orbax checkpoints with exact resume.
+
+>>> from jaxtrack.train import get_config, train
+>>> result = train(get_config("siamfcpp_tiny_synthetic", ["steps=200"]), "runs/tiny")
+>>> result.weights   # runs/tiny/weights: jaxtrack track --model siamfcpp_tiny --weights runs/tiny/weights
+
+Command line: ``jaxtrack train --config NAME --workdir DIR [--steps N] [--set key=value ...]``.
+
+* :mod:`~jaxtrack.train.config` -- :class:`TrainConfig` (+ :class:`OptimConfig`, :class:`DataConfig`,
+  :class:`FreezeRule`), the named recipes and ``--set`` overrides;
+* :mod:`~jaxtrack.train.mesh` -- the ``data`` mesh, shardings, ``jax.distributed`` start-up;
+* :mod:`~jaxtrack.train.state` -- :class:`TrainState`, the optax chain, the jitted ``train_step``;
+* :mod:`~jaxtrack.train.loop` -- :func:`train`: checkpoints, resume, metrics, plot, export.
+"""
+
+from jaxtrack.train.config import (
+    CONFIGS,
+    ConfigError,
+    DataConfig,
+    FreezeRule,
+    OptimConfig,
+    TrainConfig,
+    apply_overrides,
+    get_config,
+)
+from jaxtrack.train.loop import TrainingDataError, TrainResult, load_config, plot_metrics, read_metrics, train
+from jaxtrack.train.mesh import make_data_mesh, maybe_initialize_distributed
+from jaxtrack.train.state import TrainState, create_train_state, make_optimizer, make_schedule, make_train_step
+
+__all__ = [
+    "CONFIGS",
+    "ConfigError",
+    "DataConfig",
+    "FreezeRule",
+    "OptimConfig",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "TrainingDataError",
+    "apply_overrides",
+    "create_train_state",
+    "get_config",
+    "load_config",
+    "make_data_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "maybe_initialize_distributed",
+    "plot_metrics",
+    "read_metrics",
+    "train",
+]

@@ -1,0 +1,483 @@
+"""Training configurations: frozen dataclasses, one named recipe per experiment, ``--set`` overrides.
+
+Run a named configuration with::
+
+    jaxtrack train --config NAME --workdir DIR [--steps N] [--set key=value ...]
+
+``--set`` takes dotted paths into the config (``optim.lr=0.01``, ``data.on_corrupt=skip``, ``batch_size=16``),
+type-checked against the dataclass fields; tuples are comma-separated (``optim.backbone_prefixes=a,b``) and
+freeze rules are ``prefix@step`` items (``optim.freeze=basemodel/conv1@-1,basemodel/conv5/conv@1000``, ``-1`` =
+frozen for the whole run, an empty value = no rule). Unknown keys and ill-typed values are errors that list
+what is accepted.
+
+Named configurations (each function's docstring holds its exact run command):
+
+* ``siamfcpp_alexnet_got10k`` -- video_analyst's SiamFC++ AlexNet recipe on GOT-10k train;
+* ``siamrpnpp_r50_got10k``   -- pysot's SiamRPN++ ResNet-50 (``siamrpn_r50_l234_dwxcorr_8gpu``) recipe,
+  on GOT-10k instead of VID/YTBB/COCO/DET;
+* ``siamfcpp_tiny_synthetic`` -- the compact ``siamfcpp_tiny`` tracker from scratch on synthetic sequences,
+  about half an hour on a 2-core CPU.
+
+Conventions: ``batch_size`` is the GLOBAL batch (split over every device of every host); steps count optimizer
+updates; parameter paths are the Flax parameter tree joined with ``/`` (``basemodel/conv1/conv/kernel``), so
+a prefix ``basemodel/conv1`` selects a whole layer and ``basemodel/conv5/conv`` its conv only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any, Callable
+
+__all__ = [
+    "ConfigError",
+    "FreezeRule",
+    "OptimConfig",
+    "DataConfig",
+    "TrainConfig",
+    "CONFIGS",
+    "get_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "siamfcpp_alexnet_got10k",
+    "siamrpnpp_r50_got10k",
+    "siamfcpp_tiny_synthetic",
+]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "log", "constant")
+CORRUPT_POLICIES = ("raise", "skip")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that is not accepted (the message says what is)."""
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FreezeRule:
+    """Parameters whose path starts with ``prefix`` get no update while ``step < until_step``
+    (``until_step = -1``: never updated during the run). Their momentum/Adam moments stay zero while frozen
+    and weight decay does not touch them, as for a PyTorch parameter with ``requires_grad=False``."""
+
+    prefix: str
+    until_step: int = -1
+
+    def __str__(self) -> str:
+        return f"{self.prefix}@{self.until_step}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule.
+
+    lr(step): linear warm-up from ``warmup_init_lr`` to ``lr`` over ``warmup_steps``, then ``schedule`` from
+    ``lr`` to ``end_lr`` at the last step (``cosine``: video_analyst's CosineLR; ``log``: pysot's log-spaced
+    decay; ``constant``). Parameters under ``backbone_prefixes`` get ``lr * backbone_lr_mult``.
+    """
+
+    name: str = "sgd"  # sgd (momentum, PyTorch semantics: L2 weight decay added to the gradient) | adamw
+    lr: float = 0.08
+    momentum: float = 0.9
+    nesterov: bool = False
+    b1: float = 0.9  # adamw
+    b2: float = 0.999  # adamw
+    eps: float = 1e-8  # adamw
+    weight_decay: float = 5e-5
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    warmup_init_lr: float = 1e-6
+    end_lr: float = 1e-6
+    backbone_prefixes: tuple[str, ...] = ("basemodel",)
+    backbone_lr_mult: float = 0.1
+    freeze: tuple[FreezeRule, ...] = ()
+    clip_grad_norm: float = 0.0  # 0 = no clipping (pysot clips the global norm at 10)
+
+    def __post_init__(self):
+        _check_choice("optim.name", self.name, OPTIMIZERS)
+        _check_choice("optim.schedule", self.schedule, SCHEDULES)
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.schedule == "log" and self.end_lr <= 0:
+            raise ConfigError("optim.end_lr must be > 0 for the log schedule")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where training pairs come from and how they are drawn (:class:`jaxtrack.data.pairs.PairConfig`; the crop
+    sizes and the context amount come from the tracker config).
+
+    ``source``: ``synthetic`` (sequences generated with :func:`jaxtrack.data.synthetic.generate_dataset` into
+    ``root``, default ``WORKDIR/data``, sequence ``i`` from ``SeedSequence([synthetic_seed, i])``), ``tfds``
+    (shards pre-cropped by :func:`jaxtrack.data.pipeline.build_tfds` under ``root``; ``dataset`` picks the build)
+    or a dataset name of :func:`jaxtrack.data.load_dataset` (``got10k-train``, ``lasot``, ...) read raw from
+    ``root`` (frames decoded and pre-cropped on the fly).
+
+    Augmentation fields are PairConfig's: ``style`` ``siamfcpp`` (shifts are fractions of half the window) or
+    ``pysot`` (shifts in pre-crop pixels).
+    """
+
+    source: str = "synthetic"
+    root: str = ""
+    dataset: str = ""  # source=tfds: which build under root (when several)
+    synthetic_sequences: int = 64
+    synthetic_frames: int = 60
+    synthetic_height: int = 240
+    synthetic_width: int = 320
+    synthetic_seed: int = 0
+    style: str = "siamfcpp"
+    crop_size: int = 511  # pre-crop side (pysot par_crop 511); >= the search crop
+    max_gap: int = 100  # video_analyst max_diff / pysot FRAME_RANGE
+    negative_rate: float = 0.1  # video_analyst negative_pair_ratio 0.1; pysot DATASET.NEG 0.2
+    gray: float = 0.0
+    shift: float = 0.4  # search crop: video_analyst max_shift 0.4 / pysot 64 px
+    scale: float = 0.3  # video_analyst max_scale 0.3 / pysot 0.18
+    blur: float = 0.0
+    color: float = 0.0
+    flip: float = 0.0
+    template_shift: float = 0.0
+    template_scale: float = 0.0
+    template_blur: float = 0.0
+    template_color: float = 0.0
+    template_flip: float = 0.0
+    pairs_per_epoch: int = 0  # pysot VIDEOS_PER_EPOCH / video_analyst nr_image_per_epoch; 0 = one pair per video
+    on_corrupt: str = "raise"  # unreadable frame: raise (names the file; checkpoints stay intact) | skip (warned)
+    workers: int = 0  # input worker processes (0 = threads in the training process)
+    threads: int = 2  # batches prepared concurrently per process
+    prefetch: int = 4  # batches read ahead
+
+    def __post_init__(self):
+        _check_choice("data.on_corrupt", self.on_corrupt, CORRUPT_POLICIES)
+        _check_choice("data.style", self.style, ("siamfcpp", "pysot"))
+        if not 0.0 <= self.negative_rate <= 1.0:
+            raise ConfigError(f"data.negative_rate must be in [0, 1], got {self.negative_rate}")
+        if self.pairs_per_epoch < 0:
+            raise ConfigError(f"data.pairs_per_epoch must be >= 0, got {self.pairs_per_epoch}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``batch_size`` is global (must divide by the number of devices)."""
+
+    name: str
+    tracker: str  # a jaxtrack.tracking tracker name; its network, crop sizes and loss are used
+    steps: int
+    batch_size: int
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    seed: int = 0
+    log_every: int = 10  # metrics.jsonl line every K steps
+    save_every: int = 500  # orbax checkpoint every K steps (and at the end)
+    keep: int = 3  # checkpoints kept
+    bf16: bool = False  # compute the network in bfloat16 (float32 master weights, loss and optimizer)
+    init_weights: str = ""  # start from these variables (converted folder / orbax directory / .pth), else random
+
+    def __post_init__(self):
+        for key in ("steps", "batch_size", "log_every", "save_every", "keep"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+
+
+# ----------------------------------------------------------------------------------------------- recipes
+def siamfcpp_alexnet_got10k() -> TrainConfig:
+    """video_analyst SiamFC++ AlexNet on GOT-10k (``experiments/siamfcpp/train/got10k/siamfcpp_alexnet-trn.yaml``).
+
+    Run::
+
+        jaxtrack train --config siamfcpp_alexnet_got10k --workdir runs/siamfcpp_alexnet \\
+            --set data.root=/data/GOT-10k/train --set init_weights=/path/to/alexnet-bn-backbone
+
+    Facts from the yaml: SGD momentum 0.9, weight decay 5e-5, minibatch 32, 400,000 pairs per epoch (12,500
+    iterations) for 20 epochs = 250,000 steps; LinearLR 1e-6 -> 0.08 over the first epoch, then CosineLR
+    0.08 -> 1e-6 over 19 epochs; lr multiplier 0.1 on ``basemodel``; DynamicFreezer: every backbone conv
+    frozen at epoch 0, conv5 unfrozen at epoch 5, conv4 at 10, conv3 at 15 (conv1/conv2 never; BN layers
+    are never frozen: the regex matches ``basemodel.convN.conv``); negative_pair_ratio 0.1, max_diff 100,
+    RandomCropTransformer max_scale 0.3 / max_shift 0.4, z 127 / x 303; losses focal (alpha 0.25, gamma 2) 1.0,
+    centre-ness 1.0, IoU 3.0 (:mod:`jaxtrack.losses.siamfcpp`). The backbone starts from ImageNet weights
+    (``alexnet-nopad-bn``) in video_analyst: pass them with ``init_weights``.
+    """
+    epoch = 12_500
+    return TrainConfig(
+        name="siamfcpp_alexnet_got10k",
+        tracker="siamfcpp_alexnet",
+        steps=20 * epoch,
+        batch_size=32,
+        optim=OptimConfig(
+            name="sgd",
+            lr=0.08,
+            momentum=0.9,
+            weight_decay=5e-5,
+            schedule="cosine",
+            warmup_steps=epoch,
+            warmup_init_lr=1e-6,
+            end_lr=1e-6,
+            backbone_prefixes=("basemodel",),
+            backbone_lr_mult=0.1,
+            freeze=(
+                FreezeRule("basemodel/conv1/conv", -1),
+                FreezeRule("basemodel/conv2/conv", -1),
+                FreezeRule("basemodel/conv3/conv", 15 * epoch),
+                FreezeRule("basemodel/conv4/conv", 10 * epoch),
+                FreezeRule("basemodel/conv5/conv", 5 * epoch),
+            ),
+        ),
+        data=DataConfig(
+            source="got10k-train", style="siamfcpp", negative_rate=0.1, max_gap=100, shift=0.4, scale=0.3,
+            pairs_per_epoch=400_000,
+        ),
+        log_every=50,
+        save_every=2_500,
+        keep=3,
+    )
+
+
+def siamrpnpp_r50_got10k() -> TrainConfig:
+    """pysot SiamRPN++ ResNet-50 (``experiments/siamrpn_r50_l234_dwxcorr_8gpu/config.yaml``) on GOT-10k.
+
+    Run::
+
+        jaxtrack train --config siamrpnpp_r50_got10k --workdir runs/siamrpnpp_r50 \\
+            --set data.root=/data/GOT-10k/train --set init_weights=/path/to/resnet50-imagenet
+
+    Facts from pysot: BATCH_SIZE 28 per GPU on 8 GPUs (global 224), VIDEOS_PER_EPOCH 600,000, 20 epochs
+    (= 53,571 steps of 224 pairs); SGD momentum 0.9, weight decay 1e-4, GRAD_CLIP 10; LR_WARMUP 'step'
+    0.001 -> 0.005 over 5 epochs (here linear per step), then LR 'log' 0.005 -> 0.0005; the backbone is frozen
+    until TRAIN_EPOCH 10, then TRAIN_LAYERS layer2-4 train at LAYERS_LR 0.1 (conv1/bn1/layer1 never);
+    DATASET.NEG 0.2, FRAME_RANGE 100, template shift 4 / scale 0.05, search shift 64 px / scale 0.18;
+    CLS_WEIGHT 1.0, LOC_WEIGHT 1.2. pysot starts from an ImageNet ResNet-50 (``init_weights``) and trains on
+    VID/YTBB/COCO/DET; GOT-10k train stands in here. (pysot also keeps the BatchNorm of frozen backbone layers
+    in eval mode; here every BN layer runs in train mode.)
+    """
+    per_step = 28 * 8
+    epoch = 600_000 // per_step  # 2,678
+    steps = 20 * 600_000 // per_step
+    frozen_always = ("backbone/conv1", "backbone/bn1", "backbone/layer1")
+    return TrainConfig(
+        name="siamrpnpp_r50_got10k",
+        tracker="siamrpnpp_r50",
+        steps=steps,
+        batch_size=per_step,
+        optim=OptimConfig(
+            name="sgd",
+            lr=0.005,
+            momentum=0.9,
+            weight_decay=1e-4,
+            schedule="log",
+            warmup_steps=5 * epoch,
+            warmup_init_lr=0.001,
+            end_lr=0.0005,
+            backbone_prefixes=("backbone",),
+            backbone_lr_mult=0.1,
+            freeze=tuple(FreezeRule(p, -1) for p in frozen_always)
+            + tuple(FreezeRule(f"backbone/layer{i}", 10 * epoch) for i in (2, 3, 4)),
+            clip_grad_norm=10.0,
+        ),
+        data=DataConfig(
+            source="got10k-train", style="pysot", negative_rate=0.2, max_gap=100, shift=64.0, scale=0.18,
+            blur=0.2, color=1.0, template_shift=4.0, template_scale=0.05, template_color=1.0,
+            pairs_per_epoch=600_000,
+        ),
+        log_every=20,
+        save_every=epoch,
+        keep=3,
+    )
+
+
+def siamfcpp_tiny_synthetic() -> TrainConfig:
+    """The compact ``siamfcpp_tiny`` tracker (quarter-width SiamFC++ AlexNet, z 127 / x 255) from scratch on
+    synthetic sequences: the CPU recipe (~30 min on 2 cores for 3,000 steps of 16 pairs).
+
+    Run::
+
+        jaxtrack train --config siamfcpp_tiny_synthetic --workdir runs/tiny
+
+    Sequences are generated into ``WORKDIR/data`` with seeds 0..63 (keep other seeds, e.g. 1000+, for
+    evaluation). AdamW (no pretrained backbone to protect, so no freezing and no backbone lr multiplier),
+    lr 2e-3 with 100 warm-up steps and a cosine decay; video_analyst's losses and negative-pair ratio.
+    """
+    return TrainConfig(
+        name="siamfcpp_tiny_synthetic",
+        tracker="siamfcpp_tiny",
+        steps=3_000,
+        batch_size=16,
+        optim=OptimConfig(
+            name="adamw",
+            lr=2e-3,
+            weight_decay=1e-4,
+            schedule="cosine",
+            warmup_steps=100,
+            warmup_init_lr=1e-5,
+            end_lr=1e-5,
+            backbone_lr_mult=1.0,
+            clip_grad_norm=10.0,
+        ),
+        data=DataConfig(
+            source="synthetic", synthetic_sequences=64, synthetic_frames=60, synthetic_seed=0, style="siamfcpp",
+            negative_rate=0.1, max_gap=30, shift=0.4, scale=0.3, crop_size=383,
+        ),
+        log_every=10,
+        save_every=250,
+        keep=3,
+    )
+
+
+CONFIGS: dict[str, Callable[[], TrainConfig]] = {
+    "siamfcpp_alexnet_got10k": siamfcpp_alexnet_got10k,
+    "siamrpnpp_r50_got10k": siamrpnpp_r50_got10k,
+    "siamfcpp_tiny_synthetic": siamfcpp_tiny_synthetic,
+}
+
+
+def get_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """The named configuration with ``key=value`` overrides applied."""
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown training config {name!r}; known: {', '.join(sorted(CONFIGS))}")
+    return apply_overrides(CONFIGS[name](), overrides)
+
+
+# ----------------------------------------------------------------------------------------------- overrides
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item, _) = typing.get_args(tp)
+        return f"comma-separated list of {_type_name(item)}"
+    if tp is FreezeRule:
+        return "prefix@until_step"
+    return getattr(tp, "__name__", str(tp))
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_value(key: str, text: str, tp):
+    def bad(what: str = ""):
+        return ConfigError(f"--set {key}={text!r}: expected {_type_name(tp)}{what}")
+
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+        parts = [p.strip() for p in text.split(",")] if text.strip() else []
+        return tuple(_parse_value(key, p, item) for p in parts)
+    if tp is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise bad(" (true/false)")
+    if tp is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise bad() from None
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise bad() from None
+    if tp is str:
+        return text
+    if tp is FreezeRule:
+        prefix, sep, step = text.partition("@")
+        if not prefix:
+            raise bad(" (empty prefix)")
+        try:
+            return FreezeRule(prefix, int(step) if sep else -1)
+        except ValueError:
+            raise bad(" (the step after @ must be an integer)") from None
+    raise bad(" (type not settable from the command line)")
+
+
+def _flat_keys(cls, prefix: str = "") -> list[str]:
+    out = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out += _flat_keys(tp, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def _set_path(obj, path: list[str], text: str, full_key: str):
+    cls = type(obj)
+    types = _field_types(cls)
+    name = path[0]
+    if name not in types:
+        keys = _flat_keys(TrainConfig)
+        close = difflib.get_close_matches(full_key, keys, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"--set {full_key}: unknown config key{hint} Known keys: {', '.join(keys)}")
+    tp = types[name]
+    if dataclasses.is_dataclass(tp):
+        if len(path) == 1:
+            sub = ", ".join(f"{full_key}.{k}" for k in _flat_keys(tp))
+            raise ConfigError(f"--set {full_key}: is a group of settings, set one of {sub}")
+        value = _set_path(getattr(obj, name), path[1:], text, full_key)
+    else:
+        if len(path) > 1:
+            raise ConfigError(f"--set {full_key}: {'.'.join(full_key.split('.')[: -len(path) + 1])} is not a group")
+        value = _parse_value(full_key, text, tp)
+    try:
+        return dataclasses.replace(obj, **{name: value})
+    except ValueError as err:
+        raise ConfigError(f"--set {full_key}={text!r}: {err}") from None
+
+
+def apply_overrides(config: TrainConfig, overrides) -> TrainConfig:
+    """``config`` with ``key=value`` strings applied in order (dotted keys into nested groups).
+
+    Raises :class:`ConfigError` (a ``ValueError``) for unknown keys (listing the known ones) and for values of
+    the wrong type or outside their allowed set.
+    """
+    for item in overrides or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        config = _set_path(config, key.split("."), text, key)
+    return config
+
+
+# ----------------------------------------------------------------------------------------------- (de)serialise
+def config_to_dict(config) -> dict:
+    """A JSON-able dict of a config (freeze rules as ``prefix@step`` strings)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if dataclasses.is_dataclass(v):
+            v = config_to_dict(v)
+        elif isinstance(v, tuple):
+            v = [str(x) if isinstance(x, FreezeRule) else x for x in v]
+        out[f.name] = v
+    return out
+
+
+def config_from_dict(d: dict, cls=TrainConfig):
+    """Inverse of :func:`config_to_dict`."""
+    kwargs = {}
+    types = _field_types(cls)
+    for name, v in d.items():
+        if name not in types:
+            raise ConfigError(f"unknown config key {name!r} for {cls.__name__}")
+        tp = types[name]
+        if dataclasses.is_dataclass(tp):
+            v = config_from_dict(v, tp)
+        elif typing.get_origin(tp) is tuple:
+            item = typing.get_args(tp)[0]
+            v = tuple(_parse_value(name, x, FreezeRule) if item is FreezeRule else x for x in v)
+        kwargs[name] = v
+    return cls(**kwargs)

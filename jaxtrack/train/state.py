@@ -1,0 +1,265 @@
+"""Train state, optimizer (schedule, per-group learning rates, step-dependent freezing) and the jitted step.
+
+``make_train_step(tracker, optim, mesh)`` returns ONE ``jax.jit`` function ``train_step(state, batch, key) ->
+(state, metrics)``: params / batch statistics / optimizer state replicated over the mesh, the batch split along
+the ``data`` axis. BatchNorm in train mode then normalises with, and updates its running averages from, the
+statistics of the GLOBAL batch: the jitted program is written for the whole batch and XLA inserts the
+cross-device reductions, so the step on 8 devices equals the step on 1 (tests/test_train.py checks it).
+
+The loss is ``losses.training_loss(config, raw, targets)`` on ``raw = model.track(model.template(z), x,
+train=True)`` with ``targets = losses.make_targets(config, boxes, negative, key)``.
+
+Optimizer (optax chain): freeze mask -> [global-norm clip] -> [SGD: L2 weight decay added to the gradient, as
+PyTorch's SGD does] -> freeze mask -> per-group optimizer (``optax.multi_transform``: ``backbone`` at
+``lr * backbone_lr_mult``, ``other`` at ``lr``) -> freeze mask. The freeze mask zeroes the gradient/update of
+parameters under a :class:`~jaxtrack.train.config.FreezeRule` prefix while ``step < until_step`` (rules with
+``until_step = -1`` are ``optax.set_to_zero`` for the whole run), so momentum / Adam moments of frozen
+parameters stay zero and weight decay never moves them, like PyTorch parameters with ``requires_grad=False``.
+
+bf16 (``compute_dtype=jnp.bfloat16``): params and inputs are cast for the forward/backward pass; master
+weights, gradients (cast back by autodiff), the optimizer, the BN running statistics and the loss stay float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxtrack.train.config import FreezeRule, OptimConfig
+from jaxtrack.train.mesh import batch_sharding, replicated
+
+__all__ = [
+    "TrainState",
+    "path_str",
+    "param_labels",
+    "make_schedule",
+    "freeze_updates",
+    "make_optimizer",
+    "check_prefixes",
+    "create_train_state",
+    "make_train_step",
+    "abstract_state",
+]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes, as one pytree (checkpointed whole).
+
+    step: int32 scalar, optimizer updates done; params / batch_stats: the Flax variables; opt_state: optax
+    state; rng: uint32 key data of the run's base PRNG key (step keys are ``fold_in(key, step)``).
+    """
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+    @property
+    def variables(self) -> dict:
+        """The Flax variables (``params`` + ``batch_stats``), as trackers take them."""
+        out = {"params": self.params}
+        if self.batch_stats:
+            out["batch_stats"] = self.batch_stats
+        return out
+
+    def step_key(self, step=None) -> jax.Array:
+        return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step if step is None else step)
+
+
+def path_str(path) -> str:
+    """``a/b/c`` for a pytree key path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _matches(path: str, prefix: str) -> bool:
+    prefix = prefix.strip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def param_labels(params, backbone_prefixes) -> Any:
+    """Pytree of ``"backbone"`` / ``"other"`` labels for ``optax.multi_transform``."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, _: "backbone" if any(_matches(path_str(p), q) for q in backbone_prefixes) else "other", params
+    )
+
+
+def make_schedule(optim: OptimConfig, total_steps: int) -> optax.Schedule:
+    """Learning rate as a function of the step: linear warm-up, then cosine / log decay / constant."""
+    decay_steps = max(int(total_steps) - optim.warmup_steps, 1)
+    if optim.schedule == "cosine":
+        main = optax.cosine_decay_schedule(optim.lr, decay_steps, alpha=optim.end_lr / optim.lr)
+    elif optim.schedule == "log":
+        main = optax.exponential_decay(optim.lr, decay_steps, optim.end_lr / optim.lr)
+    else:
+        main = optax.constant_schedule(optim.lr)
+    if optim.warmup_steps <= 0:
+        return main
+    warm = optax.linear_schedule(optim.warmup_init_lr, optim.lr, optim.warmup_steps)
+    return optax.join_schedules([warm, main], [optim.warmup_steps])
+
+
+class FreezeState(NamedTuple):
+    count: jax.Array
+
+
+def freeze_updates(rules: tuple[FreezeRule, ...]) -> optax.GradientTransformation:
+    """Zero the updates of parameters under a rule's prefix while ``count < until_step`` (``-1``: always)."""
+
+    def init(params):
+        del params
+        return FreezeState(jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        if not rules:
+            return updates, FreezeState(state.count + 1)
+
+        def mask(path, u):
+            p = path_str(path)
+            frozen = jnp.zeros((), bool)
+            for rule in rules:
+                if _matches(p, rule.prefix):
+                    if rule.until_step < 0:
+                        return jnp.zeros_like(u)  # optax.set_to_zero for the whole run
+                    frozen = frozen | (state.count < rule.until_step)
+            return jnp.where(frozen, jnp.zeros_like(u), u)
+
+        return jax.tree_util.tree_map_with_path(mask, updates), FreezeState(state.count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(optim: OptimConfig, total_steps: int, params=None) -> tuple[optax.GradientTransformation, Callable]:
+    """(optax transformation, lr schedule). ``params`` (or an abstract tree) is needed for the group labels."""
+    schedule = make_schedule(optim, total_steps)
+
+    def group(mult: float) -> optax.GradientTransformation:
+        lr = schedule if mult == 1.0 else (lambda count: schedule(count) * mult)
+        if optim.name == "sgd":
+            return optax.sgd(lr, momentum=optim.momentum or None, nesterov=optim.nesterov)
+        return optax.adamw(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay)
+
+    chain = [freeze_updates(optim.freeze)]
+    if optim.clip_grad_norm > 0:
+        chain.append(optax.clip_by_global_norm(optim.clip_grad_norm))
+    if optim.name == "sgd" and optim.weight_decay > 0:
+        chain += [optax.add_decayed_weights(optim.weight_decay), freeze_updates(optim.freeze)]
+    if optim.backbone_lr_mult == 1.0 or params is None:
+        chain.append(group(1.0))
+    else:
+        labels = param_labels(params, optim.backbone_prefixes)
+        chain.append(optax.multi_transform({"backbone": group(optim.backbone_lr_mult), "other": group(1.0)}, labels))
+    chain.append(freeze_updates(optim.freeze))
+    return optax.chain(*chain), schedule
+
+
+def check_prefixes(params, optim: OptimConfig) -> None:
+    """Every freeze rule (and, with a multiplier, every backbone prefix) must select at least one parameter."""
+    from jaxtrack.train.config import ConfigError
+
+    paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    wanted = [("optim.freeze", r.prefix) for r in optim.freeze]
+    if optim.backbone_lr_mult != 1.0:
+        wanted += [("optim.backbone_prefixes", p) for p in optim.backbone_prefixes]
+    for key, prefix in wanted:
+        if not any(_matches(p, prefix) for p in paths):
+            groups = sorted({"/".join(p.split("/")[:2]) for p in paths})
+            raise ConfigError(f"{key}: prefix {prefix!r} matches no parameter of the model; parameter groups: "
+                              + ", ".join(groups))
+
+
+def create_train_state(variables: dict, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:
+    """Step 0 from Flax variables and a (typed or raw) PRNG key."""
+    params = variables["params"]
+    rng = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else jnp.asarray(key, jnp.uint32)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=rng,
+    )
+
+
+def abstract_state(state: TrainState, mesh=None) -> TrainState:
+    """``jax.ShapeDtypeStruct`` leaves (replicated on ``mesh`` when given): the target of an orbax restore."""
+    sharding = replicated(mesh) if mesh is not None else None
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), state)
+
+
+def _forward(model, train: bool):
+    def fn(module, z, x):
+        return module.track(module.template(z, train=train), x, train=train)
+
+    return fn
+
+
+def make_train_step(
+    tracker,
+    tx: optax.GradientTransformation,
+    schedule: Callable,
+    mesh=None,
+    *,
+    compute_dtype=jnp.float32,
+    make_targets: Callable | None = None,
+    training_loss: Callable | None = None,
+    donate: bool = True,
+) -> Callable:
+    """``train_step(state, batch, key) -> (state, metrics)``, jitted (sharded over ``mesh`` when given).
+
+    batch: ``template`` [B,Z,Z,3] and ``search`` [B,X,X,3] (uint8 or float, BGR 0..255), ``box`` [B,4] float32
+    (x0, y0, x1, y1) in search-crop pixels, ``negative`` [B] bool. ``make_targets`` / ``training_loss`` default
+    to :mod:`jaxtrack.losses` (``make_targets(config, boxes, negative, key)``, ``training_loss(config, raw,
+    targets) -> (total, metrics)``). metrics: the loss terms, ``loss``, ``lr`` (of this step) and ``grad_norm``.
+    """
+    if make_targets is None or training_loss is None:
+        from jaxtrack import losses
+
+        make_targets = make_targets or losses.make_targets
+        training_loss = training_loss or losses.training_loss
+    config, model = tracker.config, tracker.model
+    forward = _forward(model, True)
+    low = jnp.dtype(compute_dtype) != jnp.float32
+
+    def cast(tree):
+        return jax.tree_util.tree_map(
+            lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+        )
+
+    def loss_fn(params, batch_stats, batch, key):
+        z = jnp.asarray(batch["template"], jnp.float32)
+        x = jnp.asarray(batch["search"], jnp.float32)
+        if low:
+            params, z, x = cast(params), z.astype(compute_dtype), x.astype(compute_dtype)
+        variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+        raw, updated = model.apply(variables, z, x, method=forward, mutable=["batch_stats"])
+        raw = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), raw)
+        targets = make_targets(config, batch["box"], batch["negative"], key=key)
+        total, metrics = training_loss(config, raw, targets)
+        new_stats = jax.tree_util.tree_map(
+            lambda new, old: new.astype(old.dtype), updated.get("batch_stats", {}), batch_stats
+        )
+        return total, (metrics, new_stats)
+
+    def step(state: TrainState, batch, key):
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (total, (metrics, new_stats)), grads = grad_fn(state.params, state.batch_stats, batch, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(metrics)
+        metrics.update(loss=total, lr=jnp.asarray(schedule(state.step), jnp.float32), grad_norm=optax.global_norm(grads))
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state)
+        return new_state, metrics
+
+    kwargs = {"donate_argnums": (0,)} if donate else {}
+    if mesh is not None:
+        rep, data = replicated(mesh), batch_sharding(mesh)
+        kwargs.update(in_shardings=(rep, data, rep), out_shardings=(rep, rep))
+    return jax.jit(step, **kwargs)

@@ -1,0 +1,328 @@
+"""jaxtrack.train: sharded step (8 fake devices == 1 device), exact resume, loss falls, --set errors, corrupt data.
+
+Small and fast: a 1/8-width SiamFC++ (z 127 / x 191, 3x3 score map), tiny synthetic sequences, variables
+initialised in NumPy (no init compile), one compiled train step shared by every in-process test. The 8-device
+check needs XLA_FLAGS set before JAX starts, so it runs in a subprocess launched when the module starts (it runs
+while the other tests do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxtrack import tracking
+from jaxtrack.train import config as C
+from jaxtrack.train.loop import METRICS_FILE, TrainingDataError, read_metrics, train
+from jaxtrack.train.state import path_str
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_TRACKER = dict(instance_size=191, width_mult=0.125)  # siamfcpp_tiny overrides: score map 3x3, 0.15 M params
+STEPS = 12
+
+
+def numpy_variables(tracker, seed: int = 0) -> dict:
+    """Flax-like initial variables without compiling ``init`` (LeCun-normal kernels, zero biases, BN 1/0)."""
+    abstract = jax.eval_shape(tracker.init_variables, jax.random.key(0))
+    rng = np.random.default_rng(seed)
+
+    def init(path, leaf):
+        name = path_str(path).split("/")[-1]
+        shape, dtype = leaf.shape, leaf.dtype
+        if name == "kernel":
+            fan_in = int(np.prod(shape[:-1]))
+            return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dtype)
+        if name in ("scale", "var", "si"):
+            return np.ones(shape, dtype)
+        return np.zeros(shape, dtype)
+
+    return jax.tree_util.tree_map_with_path(init, abstract)
+
+
+# ----------------------------------------------------------------------------------------------- 8 devices
+_EIGHT_DEVICES = textwrap.dedent(
+    """
+    import json, os, sys
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    import jax, numpy as np
+    jax.config.update("jax_default_matmul_precision", "highest")
+    sys.path.insert(0, sys.argv[1])
+    from test_train import TEST_TRACKER, numpy_variables
+    from jaxtrack import tracking
+    from jaxtrack.train import config as C, mesh as M, state as S
+
+    assert jax.device_count() == 8, jax.devices()
+    tracker = tracking.create("siamfcpp_tiny", **TEST_TRACKER)
+    variables = numpy_variables(tracker)
+    optim = C.OptimConfig(name="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, warmup_steps=1,
+                          backbone_prefixes=("basemodel",), backbone_lr_mult=0.1, clip_grad_norm=50.0,
+                          freeze=(C.FreezeRule("basemodel/conv1/conv", -1), C.FreezeRule("basemodel/conv2", 1)))
+    tx, schedule = S.make_optimizer(optim, 10, variables["params"])
+    rng = np.random.default_rng(0)
+    B, c = 8, tracker.config
+    batch = {"template": rng.integers(0, 256, (B, c.exemplar_size, c.exemplar_size, 3), dtype=np.uint8),
+             "search": rng.integers(0, 256, (B, c.instance_size, c.instance_size, 3), dtype=np.uint8),
+             "box": np.array([[60, 70, 130, 120]] * B, np.float32) + rng.uniform(-20, 20, (B, 4)).astype(np.float32),
+             "negative": np.arange(B) == 5}
+    out = {}
+    for n in (8, 1):
+        mesh = M.make_data_mesh(jax.devices()[:n])
+        step = S.make_train_step(tracker, tx, schedule, mesh)
+        state = M.replicate(S.create_train_state(variables, tx, jax.random.key(1)), mesh)
+        for _ in range(2):  # the second step: momentum, the unfrozen conv2, BN running averages twice
+            state, metrics = step(state, M.shard_batch(batch, mesh), state.step_key())
+        out[n] = jax.device_get(state)
+        if n == 8:
+            sharding = state.params["head"]["si"].sharding
+            out["sharding"] = sharding.spec == jax.sharding.PartitionSpec(), len(sharding.device_set)
+
+    def diff(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)))) if a.size else 0.0
+
+    report = {}
+    for part in ("params", "batch_stats", "opt_state", "step", "rng"):
+        d = jax.tree_util.tree_map(diff, getattr(out[8], part), getattr(out[1], part))
+        report[part] = max(jax.tree_util.tree_leaves(d))
+    p0 = variables["params"]["basemodel"]
+    report["conv1_moved"] = float(np.abs(out[8].params["basemodel"]["conv1"]["conv"]["kernel"] - p0["conv1"]["conv"]["kernel"]).max())
+    report["conv2_moved"] = float(np.abs(out[8].params["basemodel"]["conv2"]["conv"]["kernel"] - p0["conv2"]["conv"]["kernel"]).max())
+    report["bn_var_moved"] = float(np.abs(out[8].batch_stats["basemodel"]["conv1"]["bn"]["var"] - 1).max())
+    report["sharding"] = out["sharding"]
+    print("REPORT " + json.dumps(report))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def eight_devices():
+    """Start the 8-device subprocess at once; the test that needs it waits for it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen([sys.executable, "-c", _EIGHT_DEVICES, str(Path(__file__).parent)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_subprocess_early(eight_devices):
+    yield
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tracker():
+    return tracking.create("siamfcpp_tiny", **TEST_TRACKER)
+
+
+@pytest.fixture(scope="module")
+def variables(tracker):
+    return numpy_variables(tracker)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root, 4, SyntheticConfig(num_frames=12, height=120, width=160), seed=7)
+    return root
+
+
+def small_config(data_root, **changes) -> C.TrainConfig:
+    overrides = [
+        f"steps={STEPS}", "batch_size=8", "log_every=1", "save_every=4", "keep=5",
+        "optim.warmup_steps=2", "optim.lr=3e-3",
+        f"data.root={data_root}", "data.synthetic_sequences=4", "data.synthetic_frames=12", "data.synthetic_seed=7",
+        "data.synthetic_height=120", "data.synthetic_width=160",
+        "data.crop_size=255", "data.threads=1", "data.prefetch=2",
+    ]
+    overrides += [f"{k}={v}" for k, v in changes.items()]
+    return C.get_config("siamfcpp_tiny_synthetic", overrides)
+
+
+def load_weights(tracker, path):
+    from jaxtrack.tracking.weights import load_tracker_variables
+
+    return load_tracker_variables(tracker, str(path))[0]
+
+
+def max_abs_diff(a, b) -> float:
+    d = jax.tree_util.tree_map(lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)
+    return max(jax.tree_util.tree_leaves(d))
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tracker, variables, data_root):
+    """An uninterrupted run of STEPS steps."""
+    workdir = tmp_path_factory.mktemp("full")
+    result = train(small_config(data_root), workdir, tracker=tracker, variables=variables, progress=False)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- tests
+def test_config_overrides_and_errors():
+    c = C.get_config("siamfcpp_alexnet_got10k", ["optim.lr=0.01", "bf16=true", "data.on_corrupt=skip",
+                                                 "optim.freeze=basemodel/conv1@-1,basemodel/conv5/conv@100",
+                                                 "optim.backbone_prefixes=basemodel,c_x", "steps=7"])
+    assert (c.optim.lr, c.bf16, c.data.on_corrupt, c.steps) == (0.01, True, "skip", 7)
+    assert c.optim.freeze == (C.FreezeRule("basemodel/conv1", -1), C.FreezeRule("basemodel/conv5/conv", 100))
+    assert c.optim.backbone_prefixes == ("basemodel", "c_x")
+    assert C.config_from_dict(json.loads(json.dumps(C.config_to_dict(c)))) == c
+
+    cases = {
+        "optim.lrr=1": ["unknown config key", "did you mean optim.lr"],
+        "optim.lr=fast": ["optim.lr", "expected float"],
+        "batch_size=1.5": ["batch_size", "expected int"],
+        "bf16=maybe": ["expected bool"],
+        "optim.name=rmsprop": ["optim.name must be one of sgd, adamw"],
+        "data.on_corrupt=ignore": ["data.on_corrupt must be one of raise, skip"],
+        "optim=1": ["is a group of settings", "optim.lr"],
+        "steps.x=1": ["steps is not a group"],
+        "optim.freeze=conv1@soon": ["prefix@until_step"],
+        "steps": ["expects key=value"],
+        "steps=0": ["steps must be >= 1"],
+    }
+    for override, fragments in cases.items():
+        with pytest.raises(C.ConfigError) as info:
+            C.get_config("siamfcpp_tiny_synthetic", [override])
+        for fragment in fragments:
+            assert fragment in str(info.value), (override, str(info.value))
+    with pytest.raises(C.ConfigError, match="unknown training config 'nope'; known: siamfcpp_alexnet_got10k"):
+        C.get_config("nope")
+    for name, make in C.CONFIGS.items():  # every recipe documents its run command
+        assert f"jaxtrack train --config {name} --workdir" in make.__doc__
+
+
+def test_cli_parser_and_errors(capsys):
+    import argparse
+
+    from jaxtrack.train import cli
+
+    parser = argparse.ArgumentParser(prog="jaxtrack")
+    cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train", "--config", "siamfcpp_tiny_synthetic", "--workdir", "w", "--steps", "5",
+                              "--set", "optim.lr=0.5", "--set", "data.on_corrupt=skip", "--print-config"])
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["steps"], printed["optim"]["lr"], printed["data"]["on_corrupt"]) == (5, 0.5, "skip")
+    args = parser.parse_args(["train", "--config", "siamfcpp_tiny_synthetic", "--workdir", "w", "--set", "x=1"])
+    with pytest.raises(ValueError, match="--set x: unknown config key"):
+        args.func(args)
+
+
+def test_freeze_prefix_typo_is_reported(tracker, variables):
+    from jaxtrack.train.state import check_prefixes
+
+    with pytest.raises(C.ConfigError, match="'basemodel/conv9' matches no parameter.*basemodel/conv1"):
+        check_prefixes(variables["params"], C.OptimConfig(freeze=(C.FreezeRule("basemodel/conv9"),)))
+
+
+def test_schedule_warmup_cosine_and_log():
+    from jaxtrack.train.state import make_schedule
+
+    s = make_schedule(C.OptimConfig(lr=0.08, warmup_steps=10, warmup_init_lr=1e-6, end_lr=1e-6), 110)
+    assert float(s(0)) == pytest.approx(1e-6, rel=1e-2)
+    assert float(s(10)) == pytest.approx(0.08)
+    assert float(s(60)) == pytest.approx((0.08 + 1e-6) / 2, rel=1e-4)
+    assert float(s(110)) == pytest.approx(1e-6, rel=1e-3)
+    s = make_schedule(C.OptimConfig(lr=0.005, schedule="log", warmup_steps=0, end_lr=0.0005), 100)
+    assert float(s(50)) == pytest.approx(0.005 * 0.1 ** 0.5, rel=1e-5)
+
+
+def test_loss_falls_on_synthetic_data(full_run):
+    rows = read_metrics(full_run.workdir / METRICS_FILE)
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    losses = np.array([r["loss"] for r in rows])
+    assert np.all(np.isfinite(losses))
+    assert losses[-4:].mean() < 0.8 * losses[:3].mean(), losses
+    for key in ("cls", "ctr", "reg", "lr", "pairs_per_s"):
+        assert key in rows[-1]
+    assert (full_run.workdir / "loss.png").stat().st_size > 1000
+
+
+def test_export_loads_as_tracker_weights(full_run, tracker):
+    import orbax.checkpoint as ocp
+
+    loaded = load_weights(tracker, full_run.weights)  # what `jaxtrack track --weights WORKDIR/weights` reads
+    assert set(loaded) == {"params", "batch_stats"}
+    last = ocp.CheckpointManager(full_run.workdir / "checkpoints").restore(
+        STEPS, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    assert max_abs_diff(loaded["params"], last["params"]) == 0.0
+    assert max_abs_diff(loaded["batch_stats"], last["batch_stats"]) == 0.0
+    info = json.loads((full_run.workdir / "weights.json").read_text())
+    assert (info["tracker"], info["step"]) == ("siamfcpp_tiny", STEPS)
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted(tmp_path, full_run, tracker, variables, data_root):
+    import orbax.checkpoint as ocp
+
+    cfg = small_config(data_root)
+    first = train(cfg, tmp_path, tracker=tracker, variables=variables, progress=False, stop_at=5)
+    assert first.step == 5 and first.weights is None
+    assert ocp.CheckpointManager(tmp_path / "checkpoints").all_steps() == [4, 5]
+    # a stale metrics line past the checkpoint (as a crash after logging would leave) is dropped on resume
+    with open(tmp_path / METRICS_FILE, "a") as f:
+        f.write(json.dumps({"step": 6, "loss": 123.0}) + "\n")
+    second = train(cfg, tmp_path, tracker=tracker, progress=False)
+    assert second.resumed_from == 5 and second.step == STEPS
+    # bit for bit: parameters, BN statistics, and every logged loss (so every batch drawn after the resume)
+    assert max_abs_diff(load_weights(tracker, second.weights), load_weights(tracker, full_run.weights)) == 0.0
+    a = read_metrics(full_run.workdir / METRICS_FILE)
+    b = read_metrics(tmp_path / METRICS_FILE)
+    assert [r["step"] for r in b] == [r["step"] for r in a]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "cls", "ctr", "reg", "lr", "num_pos"):
+            assert ra[key] == rb[key], (ra["step"], key)
+
+
+def test_corrupt_frame_stops_with_path_and_checkpoint_survives(tmp_path, tracker, variables, data_root):
+    import orbax.checkpoint as ocp
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_root, data)
+    cfg = small_config(data, **{"data.on_corrupt": "raise"})
+    work = tmp_path / "work"
+    train(cfg, work, tracker=tracker, variables=variables, progress=False, stop_at=4)
+    bad = sorted((data / "synthetic_0001" / "img").glob("*.jpg"))
+    for path in bad:  # every frame of one video: the next batch needs one of them
+        path.write_bytes(b"not a jpeg")
+    with pytest.raises(TrainingDataError) as info:
+        train(cfg, work, tracker=tracker, progress=False)
+    message = str(info.value)
+    assert "synthetic_0001" in message and ".jpg" in message and any(str(p) in message for p in bad), message
+    assert "last checkpoint: step 4" in message
+    manager = ocp.CheckpointManager(work / "checkpoints")
+    assert manager.latest_step() == 4
+    restored = manager.restore(4, args=ocp.args.Composite(state=ocp.args.StandardRestore()))  # complete, readable
+    assert int(np.asarray(restored["state"]["step"])) == 4
+    # with on_corrupt=skip the run goes on from that checkpoint
+    result = train(C.apply_overrides(cfg, ["data.on_corrupt=skip"]), work, tracker=tracker, progress=False,
+                   stop_at=6)
+    assert result.resumed_from == 4 and result.step == 6
+
+
+# runs last: the subprocess started with the module has been working while the tests above ran
+def test_step_on_eight_devices_equals_one_device(eight_devices):
+    out, err = eight_devices.communicate(timeout=600)
+    assert eight_devices.returncode == 0, err[-3000:]
+    report = json.loads(out.split("REPORT ", 1)[1])
+    # params, optimizer state and BatchNorm running statistics of the 8-device step equal the 1-device step
+    for part in ("params", "batch_stats", "opt_state", "step", "rng"):
+        assert report[part] <= 1e-5, (part, report)
+    assert report["sharding"] == [True, 8]  # replicated on all 8 devices
+    assert report["conv1_moved"] == 0.0  # frozen for the whole run
+    assert report["conv2_moved"] > 0.0  # unfrozen after step 1
+    assert report["bn_var_moved"] > 1e-3  # the BN statistics did change (so the comparison means something)
