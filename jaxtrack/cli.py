@@ -53,6 +53,8 @@ def _add_robustness_args(p) -> None:
     g.add_argument("--refine-steps", type=int, default=16, help="descent steps (MTP: 16 on OTB, 2 on VOT/GOT-10k)")
     g.add_argument("--refine-alpha", type=float, default=0.05, help="pixels per step (MTP: 0.05)")
     g.add_argument("--refine-eps", type=float, help="optional L-inf bound on the template change (pixels)")
+    g.add_argument("--refine-loss", default="family", choices=["family", "generic"],
+                   help="loss descended: the family's training loss (MTP) or the family-independent one")
 
 
 def _robust_tracker(tracker, args):
@@ -62,7 +64,7 @@ def _robust_tracker(tracker, args):
 
     refine = None
     if args.refine_template:
-        refine = robust.Refinement(args.refine_steps, args.refine_alpha, args.refine_eps)
+        refine = robust.Refinement(args.refine_steps, args.refine_alpha, args.refine_eps, args.refine_loss)
     attack = None
     if args.attack:
         config = attack_config(args.attack, args.eps, args.steps, args.step_size)

@@ -29,6 +29,7 @@ class Refinement:
     steps: int = 16
     alpha: float = MTP_ALPHA
     eps: float | None = None
+    loss: str = "family"
 
 
 def wrap(
@@ -46,7 +47,7 @@ def wrap(
         if with_defense and defense is not None:
             t = defense(t)
         if refine is not None and refine.steps > 0:
-            t = refined(t, refine.steps, refine.alpha, refine.eps)
+            t = refined(t, refine.steps, refine.alpha, refine.eps, refine.loss)
         return t
 
     inner = stack(tracker, True)

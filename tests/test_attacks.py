@@ -420,17 +420,20 @@ def test_refinement_is_vmappable_across_sequences_and_differentiable():
     rng = np.random.default_rng(9)
     frames = rng.integers(0, 255, (2, 40, 50, 3)).astype(np.uint8)
     boxes = np.array([[10, 12, 9, 8], [20, 5, 7, 11]], np.float32)
-    refine = functools.partial(attacks.refine_template, TOY, TOY_VARS, steps=3, alpha=0.5)
+    # the toy tracker has no family training loss: the family-independent one
+    refine = functools.partial(attacks.refine_template, TOY, TOY_VARS, steps=3, alpha=0.5, loss="generic")
     batched = jax.vmap(refine)(jnp.asarray(frames), jnp.asarray(boxes))
     for i in range(2):
         one = refine(frames[i], boxes[i])
         np.testing.assert_allclose(np.asarray(batched[i]), np.asarray(one), atol=1e-4)
     z0 = jax.jit(attacks.refinement_problem, static_argnums=0)(TOY, TOY_VARS, frames[0], boxes[0])[0]
     assert np.max(np.abs(np.asarray(batched[0]) - np.asarray(z0))) <= 1.5 + 1e-4  # 3 steps of 0.5, no eps-ball
-    assert float(attacks.refinement_loss(TOY, TOY_VARS, batched[0], frames[0], boxes[0])) < float(
-        attacks.refinement_loss(TOY, TOY_VARS, z0, frames[0], boxes[0])
+    assert float(attacks.refinement_loss(TOY, TOY_VARS, batched[0], frames[0], boxes[0], "generic")) < float(
+        attacks.refinement_loss(TOY, TOY_VARS, z0, frames[0], boxes[0], "generic")
     )
-    states = jax.vmap(lambda f, b: attacks.refined_init(TOY, TOY_VARS, f, b, steps=3, alpha=0.5))(frames, boxes)
+    states = jax.vmap(lambda f, b: attacks.refined_init(TOY, TOY_VARS, f, b, steps=3, alpha=0.5, loss="generic"))(
+        frames, boxes
+    )
     np.testing.assert_allclose(
         np.asarray(states.template["k"][:, 0]), np.asarray(TOY.embed_template(TOY_VARS, batched)["k"]), rtol=1e-5
     )
@@ -438,7 +441,8 @@ def test_refinement_is_vmappable_across_sequences_and_differentiable():
     frame = jnp.asarray(frames[0], jnp.float32)
     grad = jax.grad(
         lambda f: jnp.sum(
-            attacks.refine_template(TOY, TOY_VARS, f, boxes[0], steps=3, alpha=0.5, differentiable=True) ** 2
+            attacks.refine_template(TOY, TOY_VARS, f, boxes[0], steps=3, alpha=0.5, differentiable=True,
+                                    loss="generic") ** 2
         )
     )(frame)
     assert np.all(np.isfinite(np.asarray(grad))) and np.any(np.asarray(grad) != 0)
@@ -543,18 +547,19 @@ def test_dua_loss_attack_increases_the_dua_loss(name, target):
 
 
 @needs_gradients
-def test_template_refinement_lowers_the_first_frame_tracking_loss():
+@pytest.mark.parametrize("loss", ["family", "generic"])
+def test_template_refinement_lowers_the_first_frame_tracking_loss(loss):
     tracker, variables = _tracker("siamrpn_alex")
     frame, box = _scene(0)
     center, size = tracker.box_to_center_size(jnp.asarray(box))
     z0 = tracker.template_crop(frame, center, size, channel_average(frame))
     # alpha 1.0 instead of MTP's 0.05 so that 3 steps move a random-weight network measurably.
-    state = attacks.refined_init(tracker, variables, frame, box, steps=3, alpha=1.0, eps=2.0)
-    z = attacks.refine_template(tracker, variables, frame, box, steps=3, alpha=1.0, eps=2.0)  # compiled once
+    state = attacks.refined_init(tracker, variables, frame, box, steps=3, alpha=1.0, eps=2.0, loss=loss)
+    z = attacks.refine_template(tracker, variables, frame, box, steps=3, alpha=1.0, eps=2.0, loss=loss)  # compiled once
     assert np.max(np.abs(np.asarray(z) - np.asarray(z0))) <= 2.0 + 1e-4  # z0 cropped outside jit
     assert np.all((np.asarray(z) >= 0) & (np.asarray(z) <= 255))
-    before = float(attacks.refinement_loss(tracker, variables, z0, frame, box))
-    after = float(attacks.refinement_loss(tracker, variables, z, frame, box))
+    before = float(attacks.refinement_loss(tracker, variables, z0, frame, box, loss))
+    after = float(attacks.refinement_loss(tracker, variables, z, frame, box, loss))
     assert after < before, (before, after)
     np.testing.assert_allclose(np.asarray(state.center), np.asarray(center))
     np.testing.assert_allclose(np.asarray(state.size), np.asarray(size))

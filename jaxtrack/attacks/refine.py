@@ -5,14 +5,15 @@ At initialisation the template crop is refined by a BIM loop that *minimises* th
 
     z_0 = z,   z_{n+1} = Clip_{[0,255] (∩ ε-ball around z)}( z_n − α · sign ∇_z L(z_n, x_0, gt_0) ),   n < N,
 
-where ``x_0`` is the search crop of frame 0 around the ground truth and ``L`` is
-:func:`jaxtrack.attacks.tracking_loss` of the tracker's dense predictions against the ground-truth box in
-search-crop coordinates ``(0, 0, w·scale, h·scale)`` (labels from the predictions of the unrefined template,
-fixed during the loop). The tracker then runs unchanged with the refined template's embedding.
+where ``x_0`` is the search crop of frame 0 around the ground truth and ``L`` is a loss of the tracker against
+the ground-truth box in search-crop coordinates ``(0, 0, w·scale, h·scale)``: by default the tracker family's own training loss
+(:mod:`jaxtrack.losses`, all candidate labels, as MTP minimises SiamFC++'s training loss), or with
+``loss="generic"`` the family-independent :func:`jaxtrack.attacks.tracking_loss` (labels from the predictions of
+the unrefined template, fixed during the loop). The tracker then runs unchanged with the refined template.
 
 Published settings (MTP, SiamFC++ GoogLeNet): α = 0.05 on the 0..255 scale; N = 16 (OTB2015), 2 (VOT2018,
 GOT-10k), 32 (TrackingNet) — :data:`MTP_STEPS`. The released code clamps to [0, 255] without an ε-ball
-(``eps=None`` here); MTP minimises SiamFC++'s own training loss, here a family-independent stand-in.
+(``eps=None`` here).
 
 Everything is pure and jittable; ``refine_template`` / ``refined_init`` are jitted with ``tracker``, ``steps``,
 ``alpha``, ``eps`` and ``differentiable`` static, and vmap over sequences (frames of one size)::
@@ -73,29 +74,58 @@ def refinement_problem(tracker, variables, frame, box):
     return z0, x0, gt, clean
 
 
-def _refinement_loss(tracker, variables, z, frame, box):
+def _refinement_loss(tracker, variables, z, frame, box, loss):
     _, x0, gt, clean = refinement_problem(tracker, variables, frame, box)
+    if loss == "family":
+        return family_refinement_loss(tracker, variables, z, x0, gt)
     scores, boxes = predict_pair(tracker, variables, z, x0)
     return tracking_loss(scores, boxes, gt, clean)
 
 
-_refinement_loss_jit = jax.jit(_refinement_loss, static_argnums=0)
+_refinement_loss_jit = jax.jit(_refinement_loss, static_argnums=(0, 5))
 
 
-def refinement_loss(tracker, variables, z, frame, box) -> jax.Array:
-    """The loss the refinement minimises, for a template crop ``z`` (labels from the unrefined template; jitted)."""
+def refinement_loss(tracker, variables, z, frame, box, loss: str = "family") -> jax.Array:
+    """The loss the refinement minimises, for a template crop ``z`` (jitted; ``generic``: labels from the
+    unrefined template)."""
     _checked(frame, box)
-    return _refinement_loss_jit(tracker, variables, z, frame, box)
+    if loss not in REFINE_LOSSES:
+        raise ValueError(f"refinement loss must be one of {REFINE_LOSSES}, got {loss!r}")
+    return _refinement_loss_jit(tracker, variables, z, frame, box, loss)
+
+
+REFINE_LOSSES = ("family", "generic")
+"""``family``: the tracker family's own training loss (:mod:`jaxtrack.losses`; MTP's choice). ``generic``: the
+family-independent :func:`jaxtrack.attacks.tracking_loss` on dense predictions (labels from the unrefined
+template)."""
+
+
+def family_refinement_loss(tracker, variables, z, x0, gt):
+    """The family's training loss (:func:`jaxtrack.losses.training_loss`, all candidate labels, no sampling) of the
+    pair ``(z, x0)`` against ``gt`` (crop coordinates ``(cx, cy, w, h)`` relative to the crop centre)."""
+    from jaxtrack import losses
+
+    config = tracker.config
+    centre = (config.instance_size - 1) / 2.0  # the pixel the crop is centred on (pysot and video_analyst)
+    g = jnp.asarray(gt, jnp.float32)
+    xyxy = jnp.concatenate([centre + g[:2] - g[2:] / 2, centre + g[:2] + g[2:] / 2])[None]
+    targets = losses.make_targets(config, xyxy, jnp.zeros((1,), bool))
+    raw = tracker.head(variables, tracker.embed_template(variables, z), x0)
+    return losses.training_loss(config, raw, targets)[0]
 
 
 def refine_crop(tracker, variables, z0, x0, gt, steps: int, alpha: float, eps: float | None = None,
-                differentiable: bool = False):
+                differentiable: bool = False, loss: str = "family"):
     """Refine the template crop ``z0`` [Z,Z,3] against the first search crop ``x0`` [X,X,3] and the ground truth
-    ``gt`` (crop coordinates, ``(cx, cy, w, h)`` relative to the crop centre). Pure and traceable; labels from
-    the predictions of ``z0``."""
+    ``gt`` (crop coordinates, ``(cx, cy, w, h)`` relative to the crop centre) by descending ``loss`` (one of
+    :data:`REFINE_LOSSES`). Pure and traceable."""
+    if loss not in REFINE_LOSSES:
+        raise ValueError(f"refinement loss must be one of {REFINE_LOSSES}, got {loss!r}")
     clean = jax.lax.stop_gradient(predict_pair(tracker, variables, z0, x0))
 
     def loss_fn(z):
+        if loss == "family":
+            return family_refinement_loss(tracker, variables, z, x0, gt)
         scores, boxes = predict_pair(tracker, variables, z, x0)
         return tracking_loss(scores, boxes, gt, clean)
 
@@ -103,9 +133,9 @@ def refine_crop(tracker, variables, z0, x0, gt, steps: int, alpha: float, eps: f
     return (run_attack_unrolled if differentiable else run_attack)(loss_fn, z0, config)
 
 
-def _refine(tracker, variables, frame, box, steps, alpha, eps, differentiable):
+def _refine(tracker, variables, frame, box, steps, alpha, eps, differentiable, loss):
     z0, x0, gt, _ = refinement_problem(tracker, variables, frame, box)
-    return refine_crop(tracker, variables, z0, x0, gt, steps, alpha, eps, differentiable)
+    return refine_crop(tracker, variables, z0, x0, gt, steps, alpha, eps, differentiable, loss)
 
 
 def _state_with_template(tracker, variables, frame, box, z):
@@ -115,7 +145,7 @@ def _state_with_template(tracker, variables, frame, box, z):
     )
 
 
-_refine_jit = jax.jit(_refine, static_argnames=("tracker", "steps", "alpha", "eps", "differentiable"))
+_refine_jit = jax.jit(_refine, static_argnames=("tracker", "steps", "alpha", "eps", "differentiable", "loss"))
 _state_with_template_jit = jax.jit(_state_with_template, static_argnums=0)
 
 
@@ -139,6 +169,7 @@ def refine_template(
     alpha: float = MTP_ALPHA,
     eps: float | None = None,
     differentiable: bool = False,
+    loss: str = "family",
 ) -> jax.Array:
     """The refined template crop ``[Z, Z, 3]`` after ``steps`` descent steps of size ``alpha`` (jitted).
 
@@ -147,7 +178,8 @@ def refine_template(
     """
     _checked(frame, box)
     steps, alpha, eps = _static(steps, alpha, eps)
-    return _refine_jit(tracker, variables, frame, box, steps=steps, alpha=alpha, eps=eps, differentiable=differentiable)
+    return _refine_jit(tracker, variables, frame, box, steps=steps, alpha=alpha, eps=eps,
+                       differentiable=differentiable, loss=loss)
 
 
 def refined_init(
@@ -159,10 +191,11 @@ def refined_init(
     alpha: float = MTP_ALPHA,
     eps: float | None = None,
     differentiable: bool = False,
+    loss: str = "family",
 ) -> TrackState:
     """``tracker.init`` with the template embedding computed from the refined crop (:func:`refine_template`, then
     the embedding and the state; both jitted, the compiled refinement is shared with ``refine_template``)."""
-    z = refine_template(tracker, variables, frame, box, steps, alpha, eps, differentiable)
+    z = refine_template(tracker, variables, frame, box, steps, alpha, eps, differentiable, loss)
     return _state_with_template_jit(tracker, variables, frame, box, z)
 
 
@@ -176,27 +209,33 @@ class RefinedTracker(TrackerWrapper):
     steps: int = 16
     alpha: float = MTP_ALPHA
     eps: float | None = None
+    loss: str = "family"
 
     @property
     def name(self) -> str:
         alpha = "" if self.alpha == MTP_ALPHA else f"-a{self.alpha:g}"
         eps = "" if self.eps is None else f"-eps{self.eps:g}"
-        return f"{self.base.name}_refine{self.steps}{alpha}{eps}"
+        loss = "" if self.loss == "family" else f"-{self.loss}"
+        return f"{self.base.name}_refine{self.steps}{alpha}{eps}{loss}"
 
     def init_with_crop(self, variables, frame, center, size, channel_avg, z):
         x0, scale = self.base.search_crop(frame, center, size, channel_avg)
         gt = jnp.concatenate([jnp.zeros(2, jnp.float32), size * scale])  # the crop is centred on the target
-        z = refine_crop(self.base, variables, z, x0, gt, self.steps, self.alpha, self.eps)
+        z = refine_crop(self.base, variables, z, x0, gt, self.steps, self.alpha, self.eps, loss=self.loss)
         return self.base.init_with_crop(variables, frame, center, size, channel_avg, z)
 
 
 @functools.lru_cache(maxsize=64)
-def _refined(base, steps, alpha, eps):
-    return RefinedTracker.around(base, steps=steps, alpha=alpha, eps=eps)
+def _refined(base, steps, alpha, eps, loss):
+    return RefinedTracker.around(base, steps=steps, alpha=alpha, eps=eps, loss=loss)
 
 
-def refined(tracker, steps: int = MTP_STEPS["otb"], alpha: float = MTP_ALPHA, eps: float | None = None) -> RefinedTracker:
+def refined(tracker, steps: int = MTP_STEPS["otb"], alpha: float = MTP_ALPHA, eps: float | None = None,
+            loss: str = "family") -> RefinedTracker:
     """``tracker`` with MTP template refinement at initialisation (``steps`` BIM descent steps of ``alpha`` pixels,
-    optionally inside an L∞ ``eps``-ball). Equal arguments return the same object (compiled functions shared)."""
+    optionally inside an L∞ ``eps``-ball, on ``loss``: :data:`REFINE_LOSSES`). Equal arguments return the same
+    object (compiled functions shared)."""
     steps, alpha, eps = _static(steps, alpha, eps)
-    return _refined(tracker, steps, alpha, eps)
+    if loss not in REFINE_LOSSES:
+        raise ValueError(f"refinement loss must be one of {REFINE_LOSSES}, got {loss!r}")
+    return _refined(tracker, steps, alpha, eps, loss)
