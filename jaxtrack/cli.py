@@ -135,6 +135,9 @@ def cmd_demo(args) -> int:
         num_sequences=args.sequences,
         num_frames=args.frames,
         seed=args.seed,
+        robust_models=tuple(_split_names(args.robust_models) or ()),
+        attack_steps=args.attack_steps,
+        refine_steps=args.refine_steps,
     )
     rows = run_demo(config)
     print()
@@ -245,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=int, default=4, help="number of synthetic sequences")
     p.add_argument("--frames", type=int, default=48, help="frames per sequence")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--robust-models", default="nanotrack_v2",
+                   help="models also shown under attack (PGD, eps 8, Dua-Loss) and with a refined template "
+                        "(comma-separated; empty for none)")
+    p.add_argument("--attack-steps", type=int, default=10, help="PGD steps of the attacked rows")
+    p.add_argument("--refine-steps", type=int, default=16, help="refinement steps of the refined rows")
     p.set_defaults(func=cmd_demo)
 
     from jaxtrack.data.datasets import DATASET_NAMES

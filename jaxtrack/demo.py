@@ -5,6 +5,9 @@ Run: ``jaxtrack demo`` (or ``make demo``); ``jaxtrack demo --help`` for the opti
 NanoTrack runs with its real pretrained weights when the shared data folder holds them (converted in memory by
 the torch-free reader); SiamFC++ / SiamRPN have no checkpoint here and run with random weights, and the output
 says so: their success is that of an untrained network, the speed figures are real.
+
+Beside each clean row of the ``robust_models``, two more: the tracker under an online attack (PGD-10, ε = 8 grey
+levels, Dua-Loss, every frame's search crop) and the tracker with MTP template refinement (16 steps of 0.05).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jaxtrack import robust
+from jaxtrack.attacks import OnlineAttack, attack_config
 from jaxtrack.data.sequence import load_otb_folder, write_boxes
 from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
 from jaxtrack.eval import metrics
@@ -30,11 +35,28 @@ class DemoConfig:
     num_sequences: int = 4
     num_frames: int = 48
     seed: int = 0
+    robust_models: tuple[str, ...] = ("nanotrack_v2",)  # also shown attacked and with a refined template
+    attack: str = "pgd"
+    attack_loss: str = "dua"
+    attack_eps: float = 8.0
+    attack_steps: int = 10
+    refine_steps: int = 16
+
+    def variants(self, tracker):
+        """(label, tracker) pairs shown for one model: clean, then attacked and refined for ``robust_models``."""
+        out = [("clean", tracker)]
+        if tracker.name in self.robust_models:
+            attack = OnlineAttack(attack_config(self.attack, self.attack_eps, self.attack_steps), loss=self.attack_loss)
+            out.append((f"attacked: {attack.describe()}", robust.wrap(tracker, attack=attack)))
+            refined = robust.wrap(tracker, refine=robust.Refinement(self.refine_steps))
+            out.append((f"template refined ({self.refine_steps} steps)", refined))
+        return out
 
 
 @dataclasses.dataclass
 class DemoRow:
     model: str
+    variant: str
     weights: str
     sequences: int
     frames: int
@@ -57,46 +79,49 @@ def run_demo(config: DemoConfig, log=print) -> list[DemoRow]:
     lengths = np.array([s.num_frames for s in sequences])
     rows = []
     for name in config.models:
-        tracker = create(name)
+        base = create(name)
         checkpoint = shared_checkpoint(name)
-        variables, is_random = load_tracker_variables(tracker, checkpoint and str(checkpoint), seed=config.seed)
+        variables, is_random = load_tracker_variables(base, checkpoint and str(checkpoint), seed=config.seed)
         weights = "random (untrained)" if is_random else f"pretrained ({checkpoint.name})"
-        start = time.perf_counter()
-        compiled = tracker.compile_track_batch(variables, frames, boxes0, lengths)
-        compile_s = time.perf_counter() - start
-        start = time.perf_counter()
-        boxes, _ = jax.block_until_ready(compiled(variables, frames, boxes0, lengths))
-        seconds = time.perf_counter() - start
-        boxes = np.asarray(boxes)
-        curves, precisions = [], []
-        for seq, seq_boxes in zip(sequences, boxes):
-            write_boxes(out / "results" / "Synthetic" / name / f"{seq.name}.txt", seq_boxes[: seq.num_frames])
-            curves.append(metrics.success_curve(seq.ground_truth, seq_boxes[: seq.num_frames]))
-            precisions.append(metrics.precision_at_20(seq.ground_truth, seq_boxes[: seq.num_frames]))
-        curve = np.mean(curves, axis=0)
-        rows.append(
-            DemoRow(
-                name,
-                weights,
-                len(sequences),
-                int(lengths.sum()),
-                compile_s,
-                float(lengths.sum() / seconds),
-                float(curve.mean()),
-                float(np.mean(precisions)),
-                curve,
+        for variant, tracker in config.variants(base):
+            start = time.perf_counter()
+            compiled = tracker.compile_track_batch(variables, frames, boxes0, lengths)
+            compile_s = time.perf_counter() - start
+            start = time.perf_counter()
+            boxes, _ = jax.block_until_ready(compiled(variables, frames, boxes0, lengths))
+            seconds = time.perf_counter() - start
+            boxes = np.asarray(boxes)
+            curves, precisions = [], []
+            for seq, seq_boxes in zip(sequences, boxes):
+                write_boxes(out / "results" / "Synthetic" / tracker.name / f"{seq.name}.txt",
+                            seq_boxes[: seq.num_frames])
+                curves.append(metrics.success_curve(seq.ground_truth, seq_boxes[: seq.num_frames]))
+                precisions.append(metrics.precision_at_20(seq.ground_truth, seq_boxes[: seq.num_frames]))
+            curve = np.mean(curves, axis=0)
+            rows.append(
+                DemoRow(
+                    name,
+                    variant,
+                    weights,
+                    len(sequences),
+                    int(lengths.sum()),
+                    compile_s,
+                    float(lengths.sum() / seconds),
+                    float(curve.mean()),
+                    float(np.mean(precisions)),
+                    curve,
+                )
             )
-        )
-        log(f"{name}: {rows[-1].fps:.1f} frames/s, AUC {rows[-1].auc:.3f}")
+            log(f"{name} ({variant}): {rows[-1].fps:.1f} frames/s, AUC {rows[-1].auc:.3f}")
     return rows
 
 
 def format_table(rows: list[DemoRow]) -> str:
-    head = "| model | weights | sequences | frames | compile (s) | frames/s (batched) | success AUC | P@20 |"
-    lines = [head, "|" + "---|" * 8]
+    head = "| model | variant | weights | sequences | frames | compile (s) | frames/s (batched) | success AUC | P@20 |"
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         lines.append(
-            f"| {r.model} | {r.weights} | {r.sequences} | {r.frames} | {r.compile_s:.1f} | {r.fps:.1f} | "
+            f"| {r.model} | {r.variant} | {r.weights} | {r.sequences} | {r.frames} | {r.compile_s:.1f} | {r.fps:.1f} | "
             f"{r.auc:.3f} | {r.precision:.3f} |"
         )
     return "\n".join(lines)
@@ -110,7 +135,10 @@ def plot_success(rows: list[DemoRow], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in rows:
-        ax.plot(metrics.SUCCESS_THRESHOLDS, r.curve, label=f"{r.model} [{r.auc:.3f}] ({r.weights})")
+        variant = "" if r.variant == "clean" else f", {r.variant}"
+        style = "--" if r.variant.startswith("attacked") else (":" if r.variant.startswith("template") else "-")
+        ax.plot(metrics.SUCCESS_THRESHOLDS, r.curve, style,
+                label=f"{r.model}{variant} [{r.auc:.3f}] ({r.weights.split(' ')[0]})")
     ax.set_xlabel("overlap threshold")
     ax.set_ylabel("success rate")
     ax.set_title("Success plot, synthetic sequences")

@@ -60,9 +60,13 @@ def test_track_rejects_malformed_init(synthetic_folder, capsys):
 
 
 def test_demo_table_and_plot(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--sequences", "2", "--frames", "6", "--models", "siamrpn_alex"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--sequences", "2", "--frames", "6", "--models", "siamrpn_alex",
+                 "--robust-models", "siamrpn_alex", "--attack-steps", "1", "--refine-steps", "1"]) == 0
     out = capsys.readouterr().out
-    assert "| siamrpn_alex | random (untrained) | 2 | 12 |" in out
+    assert "| siamrpn_alex | clean | random (untrained) | 2 | 12 |" in out
+    assert "| siamrpn_alex | attacked: pgd1-dua-search-eps8 | random (untrained) | 2 | 12 |" in out
+    assert "| siamrpn_alex | template refined (1 steps) | random (untrained) | 2 | 12 |" in out
+    assert (tmp_path / "results/Synthetic/siamrpn_alex_pgd1-dua-search-eps8").is_dir()
     assert "RANDOM weights" in out
     assert (tmp_path / "success.png").stat().st_size > 0
     assert len((tmp_path / "results/Synthetic/siamrpn_alex").glob("*.txt").__iter__().__next__().read_text().splitlines()) == 6
@@ -85,3 +89,24 @@ def test_track_uses_real_nanotrack_weights(synthetic_folder, tmp_path, capsys, d
         from jaxtrack.tracking.weights import load_tracker_variables
 
         load_tracker_variables(create("nanotrack_v2"), str(out_pth))
+
+
+def test_eval_with_an_online_attack_and_a_refined_template(data_dir, tmp_path, capsys):
+    """`eval --attack ...` and `eval --refine-template ...` run through the benchmark runner and write their results
+    under the wrapped tracker's name; on a real sequence the attack lowers NanoTrack's success."""
+    root, results = data_dir / "sequences/OTB", tmp_path / "res"
+    common = ["eval", "--model", "nanotrack_v2", "--dataset", "otb-folder", "--root", str(root),
+              "--sequences", "KiteSurf", "--results", str(results)]
+    assert main(common) == 0
+    assert main(common + ["--attack", "fgsm", "--eps", "8", "--loss", "dua"]) == 0
+    assert main(common + ["--refine-template", "--refine-steps", "2"]) == 0
+    out = capsys.readouterr().out
+
+    def auc(name):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {name} |"))
+        return float(row.split("|")[2])
+
+    for name in ("nanotrack_v2", "nanotrack_v2_fgsm-dua-search-eps8", "nanotrack_v2_refine2"):
+        assert len((results / "OTB" / name / "KiteSurf.txt").read_text().splitlines()) == 84
+    assert auc("nanotrack_v2_fgsm-dua-search-eps8") < auc("nanotrack_v2") - 0.1
+    assert abs(auc("nanotrack_v2_refine2") - auc("nanotrack_v2")) < 0.2  # 2 steps of 0.05 px: a small change
