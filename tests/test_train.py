@@ -77,8 +77,10 @@ _EIGHT_DEVICES = textwrap.dedent(
         mesh = M.make_data_mesh(jax.devices()[:n])
         step = S.make_train_step(tracker, tx, schedule, mesh)
         state = M.replicate(S.create_train_state(variables, tx, jax.random.key(1)), mesh)
-        for _ in range(2):  # the second step: momentum, the unfrozen conv2, BN running averages twice
+        for i in range(2):  # the second step: momentum, the unfrozen conv2, BN running averages twice
             state, metrics = step(state, M.shard_batch(batch, mesh), state.step_key())
+            if i == 0:
+                first_loss = metrics["loss"]
         out[n] = jax.device_get(state)
         if n == 8:
             sharding = state.params["head"]["si"].sharding
@@ -97,6 +99,14 @@ _EIGHT_DEVICES = textwrap.dedent(
     report["conv2_moved"] = float(np.abs(out[8].params["basemodel"]["conv2"]["conv"]["kernel"] - p0["conv2"]["conv"]["kernel"]).max())
     report["bn_var_moved"] = float(np.abs(out[8].batch_stats["basemodel"]["conv1"]["bn"]["var"] - 1).max())
     report["sharding"] = out["sharding"]
+    # bf16 compute on the 8-device mesh: float32 master weights / BN statistics, loss close to the float32 one
+    mesh = M.make_data_mesh()
+    step = S.make_train_step(tracker, tx, schedule, mesh, compute_dtype=jax.numpy.bfloat16)
+    state = M.replicate(S.create_train_state(variables, tx, jax.random.key(1)), mesh)
+    state, bf16 = step(state, M.shard_batch(batch, mesh), state.step_key())
+    report["bf16_loss"], report["f32_loss"] = float(bf16["loss"]), float(first_loss)
+    report["bf16_dtypes"] = sorted({str(x.dtype) for x in jax.tree_util.tree_leaves((state.params, state.batch_stats))})
+    report["bf16_finite"] = bool(all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.params)))
     print("REPORT " + json.dumps(report))
     """
 )
@@ -314,6 +324,20 @@ def test_corrupt_frame_stops_with_path_and_checkpoint_survives(tmp_path, tracker
     assert result.resumed_from == 4 and result.step == 6
 
 
+def test_multi_host_detection():
+    from jaxtrack.train.mesh import multi_host_env
+
+    assert multi_host_env({}) is None
+    assert multi_host_env({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",
+                           "JAX_PROCESS_ID": "0"}) == "explicit"
+    assert multi_host_env({"SLURM_NTASKS": "4", "SLURM_PROCID": "1"}) == "slurm"
+    assert multi_host_env({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
+    assert multi_host_env({"OMPI_COMM_WORLD_SIZE": "2"}) == "openmpi"
+    assert multi_host_env({"TPU_WORKER_HOSTNAMES": "a,b"}) == "tpu"
+    assert multi_host_env({"TPU_WORKER_HOSTNAMES": "a"}) is None
+    assert multi_host_env({"SLURM_NTASKS": "4", "SLURM_PROCID": "1", "JAXTRACK_NO_DISTRIBUTED": "1"}) is None
+
+
 # runs last: the subprocess started with the module has been working while the tests above ran
 def test_step_on_eight_devices_equals_one_device(eight_devices):
     out, err = eight_devices.communicate(timeout=600)
@@ -326,3 +350,5 @@ def test_step_on_eight_devices_equals_one_device(eight_devices):
     assert report["conv1_moved"] == 0.0  # frozen for the whole run
     assert report["conv2_moved"] > 0.0  # unfrozen after step 1
     assert report["bn_var_moved"] > 1e-3  # the BN statistics did change (so the comparison means something)
+    assert report["bf16_dtypes"] == ["float32"] and report["bf16_finite"]
+    assert abs(report["bf16_loss"] - report["f32_loss"]) < 0.02 * report["f32_loss"], report
