@@ -11,7 +11,9 @@ pre-crop 511, pysot augmentation) and SiamFC++'s (303, video_analyst sampling):
 * ``raw + grain``: ``make_loader`` over the raw sequences (frames decoded and pre-cropped on the fly), with
   ``num_threads`` threads and ``worker_count`` processes;
 * ``build``: ``build_tfds`` (pre-crop every frame to 511, JPEG q95, ArrayRecord), frames per second;
-* ``tfds + grain``: ``make_loader`` over the shards (511 crops decoded instead of whole frames).
+* ``tfds + grain``: ``make_loader`` over the shards (511 crops decoded instead of whole frames);
+* the milliseconds of each step of the per-frame work (decode, pre-crop, final crops), for reading the above on a
+  busy machine.
 
 Loader figures are the median over ``--repeats`` runs of ``--batches`` batches after one warm-up batch.
 Prints a markdown table. The machine has 2 cores; on a host with more, raise ``worker_count``.
@@ -29,9 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxtrack.data.augment import augment, precrop  # noqa: E402
 from jaxtrack.data.datasets import load_dataset  # noqa: E402
 from jaxtrack.data.pairs import PairConfig, PairSampler  # noqa: E402
 from jaxtrack.data.pipeline import build_tfds, make_loader  # noqa: E402
+from jaxtrack.data.sequence import read_frame  # noqa: E402
 from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
 
 
@@ -42,6 +49,35 @@ def sampler_rate(seqs, cfg, n):
     for i in range(1, n + 1):
         sampler.sample(i)
     return n / (time.perf_counter() - start)
+
+
+def _median_ms(fn, n=30):
+    fn()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def stage_costs(seq, cfg):
+    """Median milliseconds of each step of one pair's frame work (one frame)."""
+    frame = read_frame(seq.frame_paths[0])
+    box = seq.ground_truth[0]
+    crop, cbox, pad = precrop(frame, box, cfg.crop_size, cfg.exemplar_size, cfg.context_amount)
+    _, jpg = cv2.imencode(".jpg", crop, [int(cv2.IMWRITE_JPEG_QUALITY), 95])
+    rng = np.random.default_rng(0)
+    return {
+        "decode frame (raw path)": _median_ms(lambda: read_frame(seq.frame_paths[0])),
+        "pre-crop 511 warp (raw path)": _median_ms(lambda: precrop(frame, box, cfg.crop_size, cfg.exemplar_size)),
+        "decode 511 JPEG (shard path)": _median_ms(lambda: cv2.imdecode(jpg, cv2.IMREAD_COLOR)),
+        "search crop + augmentation": _median_ms(
+            lambda: augment(crop, cbox, cfg.instance_size, cfg.search_aug, rng, style=cfg.style, pad_value=pad)),
+        "template crop + augmentation": _median_ms(
+            lambda: augment(crop, cbox, cfg.exemplar_size, cfg.template_aug, rng, style=cfg.style, template=True,
+                            pad_value=pad)),
+    }
 
 
 def loader_rate(source, cfg, batch, batches, repeats, threads, workers):
@@ -95,6 +131,9 @@ def main():
             build_fps = args.sequences * args.frames / (time.perf_counter() - t0)
             rows.append((f"{h}x{w}", "-", "build_tfds (frames/s, 2 threads)", build_fps))
             print(f"  build_tfds {h}x{w}: {build_fps:.0f} frames/s", flush=True)
+            for stage, ms in stage_costs(seqs[0], configs["siamrpn"]).items():
+                rows.append((f"{h}x{w}", "siamrpn", f"{stage} (ms, not pairs/s)", ms))
+                print(f"  {stage}: {ms:.2f} ms", flush=True)
             for cname in args.configs.split(","):
                 cfg = configs[cname]
                 r = sampler_rate(seqs, cfg, args.samples)
@@ -110,7 +149,7 @@ def main():
     print("| frames | config | what | pairs/s |")
     print("|---|---|---|---:|")
     for frames, cname, what, r in rows:
-        print(f"| {frames} | {cname} | {what} | {r:.0f} |")
+        print(f"| {frames} | {cname} | {what} | {r:.0f} |" if r >= 20 else f"| {frames} | {cname} | {what} | {r:.2f} |")
 
 
 if __name__ == "__main__":
