@@ -1,0 +1,191 @@
+"""Clean vs attacked success of every tracker with weights, per attack × loss × target × ε, on real OTB sequences
+and on synthetic sequences.
+
+Run (the README's figures)::
+
+    .venv/bin/python experiments/attack_table.py --grid headline
+    .venv/bin/python experiments/attack_table.py --grid full --otb-sequences all      # issue 5's whole grid
+
+Each cell is one tracker (``robust.wrap(tracker, attack=...)``) run by the benchmark runner into
+``--results`` (pysot layout, resumable: an interrupted run re-runs nothing already written), then scored with
+pysot's OTB metrics. Writes ``docs/attack_table.md`` (tables) and ``docs/attack_table.png`` (AUC vs ε per attack).
+
+Grids (all online attacks, labels from the clean prediction, budgets in grey levels of the crop):
+
+* ``headline``: PGD-10 Dua-Loss on the search region at ε ∈ {2, 4, 8, 16}; at ε = 8: FGSM, BIM-10, PGD-10 with
+  the cls / reg / CSA / RTAA losses, and PGD-10 Dua-Loss on the template and on both.
+* ``full``: {FGSM, BIM-10, PGD-10} × {cls, reg, dua, csa, rtaa} × {template, search, both} × ε ∈ {2, 4, 8, 16}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jaxtrack import robust, tracking  # noqa: E402
+from jaxtrack.attacks import OnlineAttack, attack_config  # noqa: E402
+from jaxtrack.data.datasets import load_dataset  # noqa: E402
+from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
+from jaxtrack.eval.benchmark import run_dataset  # noqa: E402
+from jaxtrack.eval.report import score_results  # noqa: E402
+from jaxtrack.fileio import atomic_write_text  # noqa: E402
+from jaxtrack.paths import shared_data_dir  # noqa: E402
+from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint  # noqa: E402
+
+DEFAULT_OTB = ("Crossing", "Couple", "KiteSurf", "Football1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    attack: str  # fgsm | bim | pgd
+    loss: str
+    target: str
+    eps: float
+    steps: int = 10
+
+    def online(self) -> OnlineAttack:
+        return OnlineAttack(attack_config(self.attack, self.eps, self.steps), loss=self.loss, target=self.target)
+
+
+def grid(name: str) -> list[Cell]:
+    if name == "headline":
+        cells = [Cell("pgd", "dua", "search", e) for e in (2.0, 4.0, 8.0, 16.0)]
+        cells += [Cell("fgsm", "dua", "search", 8.0), Cell("bim", "dua", "search", 8.0)]
+        cells += [Cell("pgd", loss, "search", 8.0) for loss in ("cls", "reg", "csa", "rtaa")]
+        cells += [Cell("pgd", "dua", target, 8.0) for target in ("template", "both")]
+        return cells
+    if name == "full":
+        return [Cell(a, loss, t, e) for a in ("fgsm", "bim", "pgd") for loss in ("cls", "reg", "dua", "csa", "rtaa")
+                for t in ("template", "search", "both") for e in (2.0, 4.0, 8.0, 16.0)]
+    if name == "smoke":  # for a quick check of the script itself
+        return [Cell("fgsm", "dua", "search", 8.0)]
+    raise ValueError(f"unknown grid {name!r}")
+
+
+def models_with_weights(names: list[str]) -> list[tuple[str, dict]]:
+    out = []
+    for name in names:
+        tracker = tracking.create(name)
+        path = shared_checkpoint(name)
+        if path is None:
+            print(f"skipping {name}: no trained weights here")
+            continue
+        variables, _ = load_tracker_variables(tracker, str(path))
+        out.append((name, variables))
+    return out
+
+
+def datasets(args) -> dict[str, tuple[str, list]]:
+    """{label: (dataset name for the runner, sequences)}."""
+    out = {}
+    otb_root = shared_data_dir() / "sequences/OTB"
+    if args.otb_sequences != "none" and otb_root.is_dir():
+        names = None if args.otb_sequences == "all" else args.otb_sequences.split(",")
+        out["OTB (real)"] = ("otb-folder", load_dataset("otb-folder", otb_root, sequences=names))
+    if args.synthetic:
+        root = Path(args.results) / "synthetic_data"
+        # held-out seeds: training uses seeds < 10_000 (jaxtrack.train configs); these start at 90_000
+        generate_dataset(root, args.synthetic, SyntheticConfig(num_frames=args.synthetic_frames), seed=90_000)
+        out["synthetic"] = ("synthetic", load_dataset("synthetic", root))
+    return out
+
+
+def run(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--grid", default="headline", choices=["headline", "full", "smoke"])
+    parser.add_argument("--models", default="nanotrack_v2", help="comma-separated trackers (those with weights run)")
+    parser.add_argument("--otb-sequences", default=",".join(DEFAULT_OTB), help="comma-separated, 'all' or 'none'")
+    parser.add_argument("--synthetic", type=int, default=4, help="held-out synthetic sequences (0: none)")
+    parser.add_argument("--synthetic-frames", type=int, default=60)
+    parser.add_argument("--results", default="out/attack_table")
+    parser.add_argument("--docs", default=str(ROOT / "docs"), help="where attack_table.md/.png go")
+    args = parser.parse_args(argv)
+
+    cells = grid(args.grid)
+    sets = datasets(args)
+    rows = []  # (model, dataset, cell or None, scores, seconds)
+    for model, variables in models_with_weights(args.models.split(",")):
+        base = tracking.create(model)
+        for label, (dataset, seqs) in sets.items():
+            for cell in [None] + cells:
+                tracker = base if cell is None else robust.wrap(base, attack=cell.online())
+                start = time.perf_counter()
+                run_dataset(tracker, variables, seqs, args.results, dataset, tracker.name, progress=True)
+                seconds = time.perf_counter() - start
+                scores = score_results(args.results, dataset, seqs, trackers=[tracker.name])[tracker.name]
+                rows.append((model, label, cell, scores, seconds))
+                print(f"{model} {label} {tracker.name}: AUC {scores['success_auc']:.3f} ({seconds:.0f} s)")
+    write_outputs(rows, args)
+
+
+def _cell_text(cell: Cell | None) -> tuple[str, ...]:
+    if cell is None:
+        return ("clean", "–", "–", "–")
+    kind = "FGSM" if cell.attack == "fgsm" else f"{cell.attack.upper()}-{cell.steps}"
+    return (kind, cell.loss, cell.target, f"{cell.eps:g}")
+
+
+def write_outputs(rows, args) -> None:
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    clean = {(m, d): s for m, d, c, s, _ in rows if c is None}
+    lines = [
+        f"Online attacks, `experiments/attack_table.py --grid {args.grid}` (ε in grey levels of the crop; labels "
+        "from the clean prediction; success AUC / precision at 20 px, pysot's OTB metrics).",
+        "",
+        "| model | data | attack | loss | target | ε | success AUC | P@20 | AUC / clean AUC |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, label, cell, scores, _ in rows:
+        ratio = scores["success_auc"] / max(clean[(model, label)]["success_auc"], 1e-9)
+        lines.append(f"| {model} | {label} | " + " | ".join(_cell_text(cell)) +
+                     f" | {scores['success_auc']:.3f} | {scores['precision']:.3f} | {ratio:.2f} |")
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(docs / "attack_table.md", table)
+    print(table)
+    plot(rows, docs / "attack_table.png")
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(m, d) for m, d, *_ in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
+    for ax, (model, label) in zip(axes[0], groups):
+        sub = [(c, s) for m, d, c, s, _ in rows if (m, d) == (model, label)]
+        clean = next(s["success_auc"] for c, s in sub if c is None)
+        ax.axhline(clean, color="k", lw=1, label=f"clean [{clean:.3f}]")
+        series: dict[str, list[tuple[float, float]]] = {}
+        for c, s in sub:
+            if c is not None:
+                key = f"{_cell_text(c)[0]} {c.loss} {c.target}"
+                series.setdefault(key, []).append((c.eps, s["success_auc"]))
+        for key, pts in sorted(series.items()):
+            pts.sort()
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, "o-" if len(pts) > 1 else "s", label=key, ms=4)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("ε (grey levels)")
+        ax.set_ylabel("success AUC")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{model}, {label}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    run()
