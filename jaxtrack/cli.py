@@ -2,6 +2,7 @@
 
     jaxtrack track --model siamrpnpp_r50 --sequence ../shared/data/sequences/OTB/Crossing --out boxes.txt
     jaxtrack eval --model nanotrack_v2 --dataset otb100 --root DIR --results out/results --attack pgd --eps 8
+    jaxtrack train --config siamfcpp_tiny_synthetic --workdir out/train/tiny
     jaxtrack demo
 """
 
@@ -285,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md", choices=["md", "json", "csv"], help="output format on stdout")
     p.add_argument("--plot", help="also write success/precision (or EAO) plots to this image file")
     p.set_defaults(func=cmd_report)
+
+    from jaxtrack.train import cli as train_cli
+
+    train_cli.add_parser(sub)
     return parser
 
 
