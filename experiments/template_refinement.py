@@ -111,7 +111,9 @@ def plot(rows, path: Path) -> None:
         xs = [max(n, 0.5) for n, _ in pts]  # N = 0 drawn at 0.5 on the log axis
         ax.plot(xs, [a for _, a in pts], "o-", label=f"{model}, {label}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("refinement steps N (0 drawn at 0.5)")
+    ticks = sorted({n for _, _, n, _, _ in rows})
+    ax.set_xticks([max(n, 0.5) for n in ticks], [str(n) for n in ticks])
+    ax.set_xlabel("refinement steps N (log scale; 0 = baseline)")
     ax.set_ylabel("success AUC")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
