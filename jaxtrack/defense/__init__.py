@@ -1,1 +1,276 @@
-"""jaxtrack.defense."""
+"""DuaLossDef as a plug-and-play wrapper: any tracker, with a U-Net pre-processor in front of its network.
+
+>>> unet = DefenseUNet()                                   # jaxtrack.models.unet
+>>> unet_variables = unet.init_variables(jax.random.key(0))  # identity until trained
+>>> tracker = defended(jaxtrack.tracking.create("nanotrack_v2"), unet_variables, where="both", unet=unet)
+>>> boxes, scores = tracker.track_sequence(variables, frames, box0)   # same interface, same variables
+
+:func:`defended` returns a :class:`DefendedTracker`, a :class:`~jaxtrack.tracking.Tracker` with the same interface
+as the tracker it wraps. The U-Net is applied to the crop *at the network input*: inside ``embed_template``
+(template branch) and ``head`` (search branch). So
+
+* tracking (``init``/``step``/``track_sequence``/``track_batch``/``track_chunks``/``scan_frames``) runs defended;
+* an attack that perturbs a crop and differentiates ``dense_predictions(head(...))`` or ``embed_template``
+  (:mod:`jaxtrack.attacks`) differentiates through the U-Net: that is the *adaptive* attack. The non-adaptive
+  attack is the same attack computed on the undefended tracker (``tracker.base``) and fed to the defended one;
+* template refinement (:mod:`jaxtrack.attacks.refine`) composes: it optimises the crop fed to the defense.
+
+``variables`` passed to the methods stay the *tracker's own* variables (the same tree as for the undefended
+tracker); the U-Net variables live in the wrapper (``defense_variables``). Under ``jit`` they become compile-time
+constants of the traced functions (a few MB; acceptable, and it keeps the tracker interface unchanged). A wrapper
+is hashable by identity (it can be a static ``jit`` argument); build it once and reuse it so its compiled functions
+are reused. To train the U-Net, differentiate :func:`apply_defense` with respect to its variables.
+
+Checkpoints of trained defenses: :func:`save_defense` / :func:`load_defense` / :func:`defended_from_checkpoint`
+(:mod:`jaxtrack.defense.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import types
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxtrack.defense.checkpoint import (
+    defended_from_checkpoint,
+    defense_meta,
+    load_defense,
+    read_defense_card,
+    save_defense,
+)
+from jaxtrack.models.unet import DefenseUNet
+from jaxtrack.tracking.base import Tracker, TrackState
+
+__all__ = [
+    "WHERE",
+    "DefendedTracker",
+    "DefenseUNet",
+    "apply_defense",
+    "defended",
+    "defended_from_checkpoint",
+    "defense_meta",
+    "load_defense",
+    "read_defense_card",
+    "save_defense",
+]
+
+WHERE = ("template", "search", "both")
+
+
+def apply_defense(unet: DefenseUNet, unet_variables, crops: jax.Array) -> jax.Array:
+    """The U-Net on crops ``[H, W, 3]`` or ``[B, H, W, 3]`` (BGR, 0..255) → same shape (pure; differentiable
+    with respect to ``unet_variables`` and ``crops``)."""
+    crops = jnp.asarray(crops)
+    if crops.ndim == 3:
+        return unet.apply(unet_variables, crops[None])[0]
+    return unet.apply(unet_variables, crops)
+
+
+def _check_where(where: str) -> str:
+    if where not in WHERE:
+        raise ValueError(f"where must be one of {WHERE}, got {where!r}")
+    return where
+
+
+def _family_class(tracker: Tracker) -> type:
+    while isinstance(tracker, DefendedTracker):
+        tracker = tracker.base
+    return type(tracker)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DefendedTracker(Tracker):
+    """A tracker with a U-Net pre-processor on its template and/or search crops (build it with :func:`defended`).
+
+    Fields: ``config`` (the wrapped config with ``name`` = :attr:`name`), ``model`` (the wrapped tracker's Flax
+    module), ``base`` (the wrapped tracker), ``unet`` (a :class:`DefenseUNet`), ``unet_variables`` (its variables)
+    and ``where`` ("template", "search" or "both").
+
+    Delegation: the family pieces that do not touch the network input (crops, box conventions, ``decode``,
+    ``dense_predictions``, ``init_variables``) run on ``base``; ``embed_template`` / ``head`` apply the U-Net and
+    then run on ``base``; the composed functions (``init_pure``, ``step_pure``, ``scan_frames``, ``track_*`` …)
+    run the *family's* code (so a family that overrides e.g. ``step_pure`` keeps its behaviour) with ``self`` =
+    the wrapper, so every piece they call is the defended one. Any other attribute falls back to ``base``: data
+    and (cached) properties such as ``window``, ``anchors``, ``points`` are read from ``base``; other methods of
+    the family class are bound to the wrapper. Wrappers nest (the outer U-Net sees the crop first).
+    """
+
+    base: Tracker = None  # type: ignore[assignment]
+    unet: DefenseUNet = None  # type: ignore[assignment]
+    unet_variables: Any = None
+    where: str = "both"
+
+    def __post_init__(self):
+        if not isinstance(self.base, Tracker):
+            raise TypeError(f"DefendedTracker.base must be a Tracker, got {type(self.base).__name__}")
+        if not isinstance(self.unet, DefenseUNet):
+            raise TypeError(f"DefendedTracker.unet must be a DefenseUNet, got {type(self.unet).__name__}")
+        _check_where(self.where)
+        # derived from base, so that dataclasses.replace(d, where=...) keeps the name consistent
+        object.__setattr__(self, "config", _renamed_config(self.base.config, self.name))
+        object.__setattr__(self, "model", self.base.model)
+
+    # ------------------------------------------------------------------ identity and fallback
+    @property
+    def name(self) -> str:
+        return f"{self.base.name}+unet({self.where})"
+
+    @property
+    def defense_variables(self):
+        """The U-Net variables (``{"params": …}``) held by the wrapper."""
+        return self.unet_variables
+
+    @property
+    def defends_template(self) -> bool:
+        return self.where in ("template", "both")
+
+    @property
+    def defends_search(self) -> bool:
+        return self.where in ("search", "both")
+
+    @functools.cached_property
+    def _family_cls(self) -> type:
+        return _family_class(self.base)
+
+    def __getattr__(self, name: str):
+        # Only called when normal lookup fails: family attributes that Tracker does not define.
+        if name.startswith("__") or name in ("base", "_family_cls"):
+            raise AttributeError(name)
+        base = self.__dict__.get("base")
+        if base is None:
+            raise AttributeError(name)
+        raw = inspect.getattr_static(self._family_cls, name, None)
+        if isinstance(raw, types.FunctionType):
+            return types.MethodType(raw, self)
+        return getattr(base, name)
+
+    def __repr__(self) -> str:
+        return f"DefendedTracker({self.base!r}, where={self.where!r}, unet={self.unet!r})"
+
+    def defend(self, crops: jax.Array) -> jax.Array:
+        """The wrapper's U-Net on crops ``[H, W, 3]`` / ``[B, H, W, 3]`` (whichever branch they belong to)."""
+        return apply_defense(self.unet, self.unet_variables, crops)
+
+    # ------------------------------------------------------------------ the defended network input
+    def embed_template(self, variables, z: jax.Array):
+        """Template embedding of crops z [Z,Z,3] or [B,Z,Z,3], the U-Net applied first if the template branch is
+        defended (``variables``: the wrapped tracker's own)."""
+        z = z[None] if z.ndim == 3 else z
+        if self.defends_template:
+            z = self.defend(z)
+        return self.base.embed_template(variables, z)
+
+    def head(self, variables, template, x: jax.Array) -> dict:
+        """Raw head outputs for search crops x [X,X,3] or [B,X,X,3], the U-Net applied first if the search branch
+        is defended (``variables``: the wrapped tracker's own)."""
+        x = x[None] if x.ndim == 3 else x
+        if self.defends_search:
+            x = self.defend(x)
+        return self.base.head(variables, template, x)
+
+    # ------------------------------------------------------------------ family pieces, delegated to base
+    def box_to_center_size(self, box):
+        return self.base.box_to_center_size(box)
+
+    def center_size_to_box(self, center, size):
+        return self.base.center_size_to_box(center, size)
+
+    def template_crop(self, frame, center, size, channel_avg):
+        return self.base.template_crop(frame, center, size, channel_avg)
+
+    def search_crop(self, frame, center, size, channel_avg):
+        return self.base.search_crop(frame, center, size, channel_avg)
+
+    def decode(self, raw, center, size, scale, frame_hw):
+        return self.base.decode(raw, center, size, scale, frame_hw)
+
+    def dense_predictions_single(self, raw):
+        return self.base.dense_predictions_single(raw)
+
+    def dense_predictions(self, raw):
+        return self.base.dense_predictions(raw)
+
+    def init_variables(self, key: jax.Array, calibration_batch: int = 2) -> dict:
+        """The wrapped tracker's variables (the U-Net's are in the wrapper)."""
+        return self.base.init_variables(key, calibration_batch)
+
+    def _init_and_calibrate(self, key, z, x):
+        return self.base._init_and_calibrate(key, z, x)
+
+    # ------------------------------------------------------------------ composed: the family's code on the wrapper
+    def init_pure(self, variables, frame, box) -> TrackState:
+        return self._family_cls.init_pure(self, variables, frame, box)
+
+    def step_pure(self, variables, state: TrackState, frame):
+        return self._family_cls.step_pure(self, variables, state, frame)
+
+    def init(self, variables, frame, box) -> TrackState:
+        return self._family_cls.init(self, variables, frame, box)
+
+    def step(self, variables, state: TrackState, frame):
+        return self._family_cls.step(self, variables, state, frame)
+
+    def _masked_step(self, variables, state, frame, valid):
+        return self._family_cls._masked_step(self, variables, state, frame, valid)
+
+    def scan_frames(self, variables, state: TrackState, frames, valid):
+        return self._family_cls.scan_frames(self, variables, state, frames, valid)
+
+    def _sequence_pure(self, variables, frames, box0, length):
+        return self._family_cls._sequence_pure(self, variables, frames, box0, length)
+
+    def track_sequence(self, variables, frames, box0):
+        return self._family_cls.track_sequence(self, variables, frames, box0)
+
+    def track_batch(self, variables, frames, boxes0, lengths):
+        return self._family_cls.track_batch(self, variables, frames, boxes0, lengths)
+
+    def compile_track_batch(self, variables, frames, boxes0, lengths):
+        return self._family_cls.compile_track_batch(self, variables, frames, boxes0, lengths)
+
+    def track_chunks(self, variables, chunks, box0, chunk_size: int, on_chunk=None):
+        return self._family_cls.track_chunks(self, variables, chunks, box0, chunk_size, on_chunk)
+
+
+for _name in (
+    "box_to_center_size", "center_size_to_box", "template_crop", "search_crop", "decode",
+    "dense_predictions_single", "dense_predictions", "init_pure", "step_pure", "init", "step", "scan_frames",
+    "track_sequence", "track_batch", "compile_track_batch", "track_chunks",
+):  # the wrapped tracker's documentation
+    getattr(DefendedTracker, _name).__doc__ = getattr(Tracker, _name).__doc__
+del _name
+
+
+def _renamed_config(config, name: str):
+    if dataclasses.is_dataclass(config) and "name" in {f.name for f in dataclasses.fields(config)}:
+        return dataclasses.replace(config, name=name)
+    return config
+
+
+def defended(tracker: Tracker, unet_variables, where: str = "both", unet: DefenseUNet | None = None) -> DefendedTracker:
+    """``tracker`` with the U-Net ``unet`` (default ``DefenseUNet()``) applied to its template crops
+    (``where="template"``), search crops (``"search"``) or both, at the network input.
+
+    The result has the same interface and takes the same tracker ``variables``; ``unet_variables`` (``{"params":
+    …}`` of ``unet``) are held by the wrapper. Its name is ``f"{tracker.name}+unet({where})"``.
+    """
+    _check_where(where)
+    if not isinstance(tracker, Tracker):
+        raise TypeError(f"defended() wraps a jaxtrack Tracker, got {type(tracker).__name__}")
+    unet = DefenseUNet() if unet is None else unet
+    unet_variables = jax.tree_util.tree_map(jnp.asarray, dict(unet_variables))
+    if "params" not in unet_variables:
+        raise ValueError(f"unet_variables must be a Flax variables dict with 'params', got keys {sorted(unet_variables)}")
+    return DefendedTracker(
+        config=tracker.config,  # renamed in __post_init__
+        model=tracker.model,
+        base=tracker,
+        unet=unet,
+        unet_variables=unet_variables,
+        where=where,
+    )

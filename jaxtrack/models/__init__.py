@@ -18,6 +18,7 @@ from .neck import AdjustAllLayer, AdjustLayer
 from .resnet_atrous import Bottleneck, ResNetAtrous, resnet50_atrous
 from .siamfcpp import SiamFCppAlexNet
 from .siamrpn import SiamRPNAlex, SiamRPNPP
+from .unet import DefenseUNet  # noqa: F401  (the DuaLossDef pre-processor)
 
 __all__ = [
     "AlexNetBN",

@@ -1,0 +1,245 @@
+"""Checkpoints of trained DuaLossDef U-Nets: a folder with the variables (orbax) and a ``card.json``.
+
+Layout (written atomically: the folder is built beside its destination and renamed into place)::
+
+    <path>/variables/   orbax checkpoint of the U-Net variables ({"params": ...}), jaxtrack.checkpoint
+    <path>/card.json    {"format": "jaxtrack-defense", "unet": {depth, width, ...}, "family", "tracker",
+                         "where", "crop_sizes": {"template": 127, "search": 255}, "num_parameters", "info", ...}
+
+The card says what the defense was trained with: the U-Net hyper-parameters (the parameter tree is checked
+against them on load), the tracker family and tracker, the branch(es) it defends and the crop sizes of those
+branches. :func:`defended_from_checkpoint` refuses to deploy a defense on a tracker of another family or with
+other crop sizes unless ``allow_transfer=True`` (transfer experiments deploy a defense trained on one tracker on
+another; the U-Net itself takes any crop size).
+
+>>> meta = defense_meta(unet, tracker, where="both", info={"loss": "dua", "eps": 8})
+>>> save_defense("runs/def_nano", unet_variables, meta)
+>>> tracker_d = defended_from_checkpoint(tracker, "runs/def_nano")
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtrack import checkpoint
+from jaxtrack.fileio import atomic_directory, atomic_write_text
+from jaxtrack.models.unet import DefenseUNet, unet_hparams
+
+__all__ = [
+    "CARD_FORMAT",
+    "CARD_NAME",
+    "VARIABLES_DIR",
+    "LoadedDefense",
+    "branches",
+    "defended_from_checkpoint",
+    "defense_meta",
+    "load_defense",
+    "read_defense_card",
+    "save_defense",
+    "transfer_mismatches",
+]
+
+CARD_NAME = "card.json"
+VARIABLES_DIR = "variables"
+CARD_FORMAT = "jaxtrack-defense"
+CARD_FORMAT_VERSION = 1
+_BRANCHES = ("template", "search")
+
+
+class LoadedDefense(NamedTuple):
+    unet: DefenseUNet
+    variables: dict
+    card: dict
+
+
+def branches(where: str) -> tuple[str, ...]:
+    """The crop branches a ``where`` setting defends."""
+    from jaxtrack.defense import _check_where
+
+    _check_where(where)
+    return _BRANCHES if where == "both" else (where,)
+
+
+def _tracker_crop_sizes(tracker) -> dict[str, int]:
+    c = tracker.config
+    return {"template": int(c.exemplar_size), "search": int(c.instance_size)}
+
+
+def _family(tracker) -> str | None:
+    return getattr(tracker.config, "family", None)
+
+
+def defense_meta(unet: DefenseUNet, tracker, where: str, info: Mapping[str, Any] | None = None) -> dict:
+    """The ``meta`` for :func:`save_defense` of a U-Net trained on ``tracker``'s ``where`` crops (crop sizes
+    from the tracker configuration); ``info``: anything JSON-able about the training (loss, ε, steps, data…)."""
+    if getattr(tracker, "base", None) is not None:  # a DefendedTracker: the tracker underneath
+        tracker = tracker.base
+    sizes = _tracker_crop_sizes(tracker)
+    return {
+        "unet": unet_hparams(unet),
+        "family": _family(tracker),
+        "tracker": tracker.name,
+        "where": where,
+        "crop_sizes": {b: sizes[b] for b in branches(where)},
+        "info": dict(info or {}),
+    }
+
+
+def _target(unet: DefenseUNet):
+    """Abstract variables of ``unet`` (parameter shapes do not depend on the crop size)."""
+    side = 2 ** unet.depth
+    return jax.eval_shape(lambda: unet.init(jax.random.key(0), jnp.zeros((1, side, side, 3), jnp.float32)))
+
+
+def _check_meta(meta: Mapping) -> dict:
+    missing = [k for k in ("unet", "family", "tracker", "where", "crop_sizes") if k not in meta]
+    if missing:
+        raise ValueError(f"defense meta lacks {missing} (build it with jaxtrack.defense.defense_meta)")
+    out = dict(meta)
+    unet = out["unet"]
+    out["unet"] = unet_hparams(unet) if isinstance(unet, DefenseUNet) else dict(unet)
+    DefenseUNet(**out["unet"])._check()  # unknown / invalid hyper-parameters fail here
+    need = branches(out["where"])
+    sizes = dict(out["crop_sizes"])
+    if not set(need) <= set(sizes) or not set(sizes) <= set(_BRANCHES):
+        raise ValueError(f"crop_sizes must give the sizes of the {list(need)} crops, got {sizes}")
+    for b, s in sizes.items():
+        if int(s) != s or s < 1:
+            raise ValueError(f"crop_sizes[{b!r}] must be a positive integer, got {s!r}")
+    out["crop_sizes"] = {b: int(s) for b, s in sizes.items()}
+    out.setdefault("info", {})
+    return out
+
+
+def _is_defense_folder(path: Path) -> bool:
+    try:
+        return json.loads((path / CARD_NAME).read_text()).get("format") == CARD_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def save_defense(path: str | os.PathLike, unet_variables, meta: Mapping, *, overwrite: bool = False) -> Path:
+    """Write ``unet_variables`` and the card built from ``meta`` (see :func:`defense_meta`) to the folder ``path``.
+
+    The variables must match the U-Net hyper-parameters in ``meta["unet"]`` (checked before anything is written).
+    An existing ``path`` is replaced only with ``overwrite=True`` and only if it is a defense folder or empty.
+    """
+    import jaxtrack
+
+    path = Path(path).absolute()
+    meta = _check_meta(meta)
+    variables = flax.core.unfreeze(unet_variables)
+    variables = jax.tree_util.tree_map(np.asarray, dict(variables))
+    report = checkpoint.tree_mismatch_report(_target(DefenseUNet(**meta["unet"])), variables)
+    if report:
+        raise ValueError(f"U-Net variables do not match the hyper-parameters {meta['unet']}:\n{report}")
+    if path.exists():
+        if not overwrite:
+            raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
+        if not path.is_dir() or not (_is_defense_folder(path) or not any(path.iterdir())):
+            raise FileExistsError(f"{path} exists and is not a defense checkpoint folder; refusing to replace it")
+    card = {
+        "format": CARD_FORMAT,
+        "format_version": CARD_FORMAT_VERSION,
+        "kind": "DuaLossDef U-Net pre-processor (jaxtrack.models.unet.DefenseUNet)",
+        **meta,
+        "num_parameters": int(sum(np.size(v) for v in jax.tree_util.tree_leaves(variables))),
+        "jaxtrack_version": jaxtrack.__version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    text = json.dumps(card, indent=2) + "\n"  # fails (TypeError) on non-JSON meta before anything is written
+    with atomic_directory(path) as tmp:
+        checkpoint.save_variables(tmp / VARIABLES_DIR, variables)
+        atomic_write_text(tmp / CARD_NAME, text)
+    return path
+
+
+def read_defense_card(path: str | os.PathLike) -> dict:
+    """The ``card.json`` of a defense checkpoint folder (clear errors for anything else)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"defense checkpoint folder {folder} not found")
+    card_path = folder / CARD_NAME
+    if not card_path.is_file():
+        raise ValueError(f"{folder} is not a defense checkpoint (no {CARD_NAME}; write one with save_defense)")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{card_path}: unreadable card ({err})") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        what = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise ValueError(f"{card_path}: not a defense card (format {what!r}, expected {CARD_FORMAT!r})")
+    if card.get("format_version", 0) > CARD_FORMAT_VERSION:
+        raise ValueError(f"{card_path}: card format version {card['format_version']} is newer than this jaxtrack's")
+    try:
+        _check_meta(card)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{card_path}: invalid defense card: {err}") from None
+    return card
+
+
+def load_defense(path: str | os.PathLike) -> LoadedDefense:
+    """``(unet, variables, card)`` of a defense checkpoint; the stored parameter tree must match the U-Net
+    hyper-parameters in the card (missing / unexpected / mis-shaped keys are listed otherwise)."""
+    folder = Path(path)
+    card = read_defense_card(folder)
+    unet = DefenseUNet(**card["unet"])
+    try:
+        variables = checkpoint.load_variables(folder / VARIABLES_DIR, _target(unet))
+    except ValueError as err:
+        hp = ", ".join(f"{k}={v}" for k, v in card["unet"].items())
+        raise ValueError(
+            f"defense checkpoint {folder}: the stored U-Net variables do not match the hyper-parameters in "
+            f"{folder / CARD_NAME} ({hp}): {err}"
+        ) from None
+    return LoadedDefense(unet, variables, card)
+
+
+def transfer_mismatches(card: Mapping, tracker, where: str) -> list[str]:
+    """Why a defense with ``card`` does not fit ``tracker`` on the ``where`` branches ([] if it fits)."""
+    out = []
+    name = tracker.name
+    family = _family(tracker)
+    if card.get("family") != family:
+        out.append(
+            f"it was trained with family {card.get('family')!r} (tracker {card.get('tracker')!r}); "
+            f"tracker {name!r} is family {family!r}"
+        )
+    sizes = _tracker_crop_sizes(tracker)
+    trained = card.get("crop_sizes", {})
+    for b in branches(where):
+        if b not in trained:
+            out.append(f"it was trained on {' and '.join(sorted(trained)) or 'no'} crops only, not on {b} crops")
+        elif int(trained[b]) != sizes[b]:
+            out.append(f"{b} crop size: trained on {trained[b]}x{trained[b]}, tracker {name!r} uses {sizes[b]}x{sizes[b]}")
+    return out
+
+
+def defended_from_checkpoint(tracker, path: str | os.PathLike, where: str | None = None, allow_transfer: bool = False):
+    """:func:`jaxtrack.defense.defended` with the U-Net of the checkpoint at ``path`` (``where`` defaults to the
+    card's). Refuses (``ValueError`` naming the card and every mismatch) a checkpoint trained with another family
+    or other crop sizes unless ``allow_transfer=True``."""
+    from jaxtrack.defense import defended
+
+    folder = Path(path)
+    card = read_defense_card(folder)  # checked before reading any array
+    where = card["where"] if where is None else where
+    problems = transfer_mismatches(card, tracker, where)
+    if problems and not allow_transfer:
+        raise ValueError(
+            f"defense checkpoint {folder / CARD_NAME} does not fit tracker {tracker.name!r} (where={where!r}):\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + "\npass allow_transfer=True to deploy it anyway (transfer experiments)"
+        )
+    unet, variables, _ = load_defense(folder)
+    return defended(tracker, variables, where=where, unet=unet)
