@@ -56,10 +56,19 @@ def _add_robustness_args(p) -> None:
     g.add_argument("--refine-eps", type=float, help="optional L-inf bound on the template change (pixels)")
     g.add_argument("--refine-loss", default="family", choices=["family", "generic"],
                    help="loss descended: the family's training loss (MTP) or the family-independent one")
+    g = p.add_argument_group("defense (DuaLossDef U-Net before the network)")
+    g.add_argument("--defense", help="defense checkpoint folder (jaxtrack train-defense / defense.save_defense)")
+    g.add_argument("--defense-where", choices=["template", "search", "both"],
+                   help="branches the U-Net defends (default: the checkpoint's)")
+    g.add_argument("--defense-transfer", action="store_true",
+                   help="allow a defense trained with another tracker family or crop size (transfer experiments)")
+    g.add_argument("--adaptive", action="store_true",
+                   help="with --defense and --attack: white-box attack through the U-Net (default: the attack "
+                        "ignores the defense, the non-adaptive setting)")
 
 
 def _robust_tracker(tracker, args):
-    """The tracker wrapped as --attack/--refine-template ask (unchanged without them)."""
+    """The tracker wrapped as --defense/--refine-template/--attack ask (unchanged without them)."""
     from jaxtrack import robust
     from jaxtrack.attacks import OnlineAttack, attack_config
 
@@ -71,7 +80,14 @@ def _robust_tracker(tracker, args):
         config = attack_config(args.attack, args.eps, args.steps, args.step_size)
         attack = OnlineAttack(config, loss=args.loss, target=args.target, warm_start=args.warm_start,
                               seed=args.attack_seed)
-    return robust.wrap(tracker, refine=refine, attack=attack)
+    defense = None
+    if args.defense:
+        from jaxtrack.defense.checkpoint import defended_from_checkpoint
+
+        def defense(t):
+            return defended_from_checkpoint(t, args.defense, args.defense_where, args.defense_transfer)
+
+    return robust.wrap(tracker, defense=defense, refine=refine, attack=attack, adaptive=args.adaptive)
 
 
 def cmd_track(args) -> int:

@@ -163,7 +163,9 @@ class AttackedTracker(TrackerWrapper):
 
     @property
     def name(self) -> str:
-        return f"{self.base.name}_{self.attack.describe()}"
+        # an attack computed on another tracker (e.g. the undefended one: non-adaptive) says so
+        via = "" if self.surrogate is None else f"-via-{self.surrogate.name}"
+        return f"{self.base.name}_{self.attack.describe()}{via}"
 
     @property
     def attacker(self) -> Tracker:
