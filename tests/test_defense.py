@@ -423,6 +423,8 @@ def test_defense_checkpoint_round_trip(tmp_path):
     uv = _noisy_unet(unet)
     meta = defense.defense_meta(unet, tracker, "both", info={"loss": "dua", "eps": 8})
     assert meta["crop_sizes"] == {"template": 127, "search": 255} and meta["family"] == "nanotrack"
+    nested = defended(defended(tracker, uv, "search", unet), uv, "template", unet)
+    assert defense.defense_meta(unet, nested, "search")["tracker"] == "nanotrack_v2"  # the tracker underneath
     path = defense.save_defense(tmp_path / "def", uv, meta)
     card = json.loads((path / "card.json").read_text())
     assert card["unet"] == unet_hparams(unet) and card["tracker"] == "nanotrack_v2" and card["where"] == "both"

@@ -82,7 +82,9 @@ def _family(tracker) -> str | None:
 def defense_meta(unet: DefenseUNet, tracker, where: str, info: Mapping[str, Any] | None = None) -> dict:
     """The ``meta`` for :func:`save_defense` of a U-Net trained on ``tracker``'s ``where`` crops (crop sizes
     from the tracker configuration); ``info``: anything JSON-able about the training (loss, ε, steps, data…)."""
-    if getattr(tracker, "base", None) is not None:  # a DefendedTracker: the tracker underneath
+    from jaxtrack.defense import DefendedTracker
+
+    while isinstance(tracker, DefendedTracker):  # the tracker underneath
         tracker = tracker.base
     sizes = _tracker_crop_sizes(tracker)
     return {
