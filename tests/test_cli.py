@@ -110,3 +110,45 @@ def test_eval_with_an_online_attack_and_a_refined_template(data_dir, tmp_path, c
         assert len((results / "OTB" / name / "KiteSurf.txt").read_text().splitlines()) == 84
     assert auc("nanotrack_v2_fgsm-dua-search-eps8") < auc("nanotrack_v2") - 0.1
     assert abs(auc("nanotrack_v2_refine2") - auc("nanotrack_v2")) < 0.2  # 2 steps of 0.05 px: a small change
+
+
+def test_eval_with_a_defense_under_non_adaptive_and_adaptive_attacks(data_dir, tmp_path, capsys):
+    """--defense loads a defense checkpoint; with an identity U-Net the defended tracker tracks exactly like the
+    undefended one, clean and under the non-adaptive attack (computed on the undefended tracker) and the adaptive
+    one (through the U-Net) alike; result folders are named by what ran."""
+    import jax
+
+    from jaxtrack import tracking
+    from jaxtrack.defense.checkpoint import defense_meta, save_defense
+    from jaxtrack.models.unet import DefenseUNet
+
+    unet = DefenseUNet(depth=1, width=4, groups=2)
+    variables = unet.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))  # identity at initialisation
+    ckpt = save_defense(tmp_path / "unet", variables,
+                        defense_meta(unet, tracking.create("nanotrack_v2"), "both", {"note": "identity"}))
+    root, results = data_dir / "sequences/OTB", tmp_path / "res"
+    common = ["eval", "--model", "nanotrack_v2", "--dataset", "otb-folder", "--root", str(root),
+              "--sequences", "Football1", "--results", str(results)]
+    attack = ["--attack", "fgsm", "--eps", "8"]
+    assert main(common) == 0
+    assert main(common + attack) == 0
+    assert main(common + ["--defense", str(ckpt)]) == 0
+    assert main(common + ["--defense", str(ckpt)] + attack) == 0
+    assert main(common + ["--defense", str(ckpt), "--adaptive"] + attack) == 0
+    capsys.readouterr()
+    folders = sorted(p.name for p in (results / "OTB").iterdir())
+    assert len(folders) == 5, folders
+
+    def boxes(folder):
+        return np.loadtxt(results / "OTB" / folder / "Football1.txt", delimiter=",")
+
+    clean = [f for f in folders if "unet" not in f and "fgsm" not in f]
+    attacked = [f for f in folders if "unet" not in f and "fgsm" in f]
+    defended = [f for f in folders if "unet" in f and "fgsm" not in f]
+    non_adaptive = [f for f in folders if "unet" in f and "fgsm" in f and "-via-" in f]
+    adaptive = [f for f in folders if "unet" in f and "fgsm" in f and "-via-" not in f]
+    assert all(len(x) == 1 for x in (clean, attacked, defended, non_adaptive, adaptive)), folders
+    np.testing.assert_allclose(boxes(defended[0]), boxes(clean[0]), atol=1e-3)
+    np.testing.assert_allclose(boxes(non_adaptive[0]), boxes(attacked[0]), atol=1e-2)
+    np.testing.assert_allclose(boxes(adaptive[0]), boxes(attacked[0]), atol=1e-2)
+    assert np.abs(boxes(attacked[0]) - boxes(clean[0])).max() > 5  # the attack does something
