@@ -289,6 +289,9 @@ def test_stopped_and_resumed_run_equals_uninterrupted(tmp_path, full_run, tracke
     assert second.resumed_from == 5 and second.step == STEPS
     # bit for bit: parameters, BN statistics, and every logged loss (so every batch drawn after the resume)
     assert max_abs_diff(load_weights(tracker, second.weights), load_weights(tracker, full_run.weights)) == 0.0
+    # the input pipeline ends at the same position (the grain iterator state saved with the last checkpoint)
+    position = Path("checkpoints", str(STEPS), "data", "process_0-of-1.json")
+    assert json.loads((tmp_path / position).read_text()) == json.loads((full_run.workdir / position).read_text())
     a = read_metrics(full_run.workdir / METRICS_FILE)
     b = read_metrics(tmp_path / METRICS_FILE)
     assert [r["step"] for r in b] == [r["step"] for r in a]

@@ -227,8 +227,16 @@ def plot_metrics(metrics_path, out_png, title: str = "") -> Path | None:
     steps = np.array([r["step"] for r in rows])
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     terms = [k for k in ("loss", "cls", "ctr", "reg") if k in rows[0]]
+    window = max(1, len(rows) // 50)  # long runs: raw values faint, a running mean on top
     for k in terms:
-        ax.plot(steps, [r[k] for r in rows], label=k, lw=1.5 if k == "loss" else 1.0)
+        values = np.array([r[k] for r in rows], float)
+        if window > 1:
+            line, = ax.plot(steps, values, lw=0.5, alpha=0.25)
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, color=line.get_color(), label=f"{k} (mean of {window})",
+                    lw=1.5 if k == "loss" else 1.0)
+        else:
+            ax.plot(steps, values, label=k, lw=1.5 if k == "loss" else 1.0)
     ax.set_yscale("log")
     ax.set_ylabel("loss (terms unweighted)")
     ax.grid(True, which="both", alpha=0.3)
@@ -334,6 +342,10 @@ def _sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def _jsonable(d):
+    return json.loads(json.dumps(d, default=str))
 
 
 def _scalars(metrics: dict) -> dict:
@@ -524,7 +536,8 @@ def train(
     weights = None
     if final >= config.steps:
         if export:
-            info = {"tracker": tracker.name, "config": config.name, "step": final,
+            info = {"tracker": tracker.name, "tracker_config": _jsonable(dataclasses.asdict(tracker.config)),
+                    "config": config.name, "step": final,
                     "load": f"jaxtrack.tracking.weights.load_tracker_variables(create({tracker.name!r}), "
                             f"{str(workdir / WEIGHTS_DIR)!r})"}
             weights = export_variables(workdir, state.variables, info)
