@@ -302,6 +302,10 @@ def siamfcpp_tiny_synthetic() -> TrainConfig:
     Sequences are generated into ``WORKDIR/data`` with seeds 0..63 (keep other seeds, e.g. 1000+, for
     evaluation). AdamW (no pretrained backbone to protect, so no freezing and no backbone lr multiplier),
     lr 2e-3 with 100 warm-up steps and a cosine decay; video_analyst's losses and negative-pair ratio.
+
+    Measured: loss 7.8 -> 0.48 (mean of the last 100 steps; training-pair IoU 0.87); on 16 held-out synthetic
+    sequences (seed 1000) success AUC 0.596 / precision@20 0.874 (random weights: 0.026 / 0.019). The run took
+    77 min on a 2-core CPU shared with other jobs (~11 pairs/s; ~38 pairs/s when the machine is quiet).
     """
     return TrainConfig(
         name="siamfcpp_tiny_synthetic",
