@@ -24,10 +24,11 @@ def _parse_box(text: str):
 
 
 def _variables(tracker, weights):
-    """--weights, else the real checkpoint in the shared data folder (NanoTrack), else random weights."""
-    from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint
+    """--weights, else the weights shipped with the package (siamfcpp_tiny) or the real checkpoint in the shared
+    data folder (NanoTrack), else random weights."""
+    from jaxtrack.tracking.weights import default_checkpoint, load_tracker_variables
 
-    if weights is None and (found := shared_checkpoint(tracker.name)) is not None:
+    if weights is None and (found := default_checkpoint(tracker.name)) is not None:
         print(f"note: no --weights given, using the pretrained {found}")
         weights = str(found)
     return load_tracker_variables(tracker, weights)
@@ -236,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("track", help="track one sequence (OTB folder or video) and write one box per frame")
-    p.add_argument("--model", required=True, choices=sorted(CONFIGS), help="tracker configuration")
+    p.add_argument("--model", default="siamfcpp_tiny", choices=sorted(CONFIGS),
+                   help="tracker configuration (default: siamfcpp_tiny, trained by this project, weights shipped)")
     p.add_argument("--weights", help="jaxtrack (orbax) checkpoint directory; random weights when absent")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--sequence", help="OTB-layout folder: img/*.jpg + groundtruth_rect.txt")
@@ -260,12 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic sequences tracked by each model: table + success plot")
     p.add_argument("--out", default="out/demo", help="output folder (data, results, plot)")
-    p.add_argument("--models", default="nanotrack_v2,siamfcpp_alexnet,siamrpn_alex",
-                   help="comma-separated tracker names (NanoTrack uses its real weights from the shared data folder)")
+    p.add_argument("--models", default="siamfcpp_tiny,nanotrack_v2,siamrpn_alex",
+                   help="comma-separated tracker names (siamfcpp_tiny: weights shipped with the package; NanoTrack: "
+                        "real weights from the shared data folder; others random)")
     p.add_argument("--sequences", type=int, default=4, help="number of synthetic sequences")
     p.add_argument("--frames", type=int, default=48, help="frames per sequence")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--robust-models", default="nanotrack_v2",
+    p.add_argument("--robust-models", default="siamfcpp_tiny,nanotrack_v2",
                    help="models also shown under attack (PGD, eps 8, Dua-Loss) and with a refined template "
                         "(comma-separated; empty for none)")
     p.add_argument("--attack-steps", type=int, default=10, help="PGD steps of the attacked rows")

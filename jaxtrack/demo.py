@@ -2,9 +2,10 @@
 
 Run: ``jaxtrack demo`` (or ``make demo``); ``jaxtrack demo --help`` for the options.
 
-NanoTrack runs with its real pretrained weights when the shared data folder holds them (converted in memory by
-the torch-free reader); SiamFC++ / SiamRPN have no checkpoint here and run with random weights, and the output
-says so: their success is that of an untrained network, the speed figures are real.
+``siamfcpp_tiny`` (a compact SiamFC++ trained by this project on synthetic sequences) runs with the weights shipped
+in the package; NanoTrack with its real pretrained weights when the shared data folder holds them (converted in
+memory by the torch-free reader); SiamRPN has no checkpoint here and runs with random weights, and the output
+says so: its success is that of an untrained network, the speed figures are real.
 
 Beside each clean row of the ``robust_models``, two more: the tracker under an online attack (PGD-10, ε = 8 grey
 levels, Dua-Loss, every frame's search crop) and the tracker with MTP template refinement (16 steps of 0.05).
@@ -25,17 +26,17 @@ from jaxtrack.data.sequence import load_otb_folder, write_boxes
 from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
 from jaxtrack.eval import metrics
 from jaxtrack.tracking import create
-from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint
+from jaxtrack.tracking.weights import bundled_checkpoint, default_checkpoint, load_tracker_variables
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
     out: str = "out/demo"
-    models: tuple[str, ...] = ("nanotrack_v2", "siamfcpp_alexnet", "siamrpn_alex")
+    models: tuple[str, ...] = ("siamfcpp_tiny", "nanotrack_v2", "siamrpn_alex")
     num_sequences: int = 4
     num_frames: int = 48
     seed: int = 0
-    robust_models: tuple[str, ...] = ("nanotrack_v2",)  # also shown attacked and with a refined template
+    robust_models: tuple[str, ...] = ("siamfcpp_tiny", "nanotrack_v2")  # also attacked and template-refined
     attack: str = "pgd"
     attack_loss: str = "dua"
     attack_eps: float = 8.0
@@ -80,9 +81,10 @@ def run_demo(config: DemoConfig, log=print) -> list[DemoRow]:
     rows = []
     for name in config.models:
         base = create(name)
-        checkpoint = shared_checkpoint(name)
+        checkpoint = default_checkpoint(name)
         variables, is_random = load_tracker_variables(base, checkpoint and str(checkpoint), seed=config.seed)
-        weights = "random (untrained)" if is_random else f"pretrained ({checkpoint.name})"
+        weights = ("random (untrained)" if is_random else "trained here (shipped)" if bundled_checkpoint(name)
+                   else f"pretrained ({checkpoint.name})")
         for variant, tracker in config.variants(base):
             start = time.perf_counter()
             compiled = tracker.compile_track_batch(variables, frames, boxes0, lengths)

@@ -36,6 +36,25 @@ def load_pytorch_checkpoint(tracker: Tracker, path) -> dict:
     )
 
 
+# Weights trained by this project and shipped inside the package, by tracker name (see the .json beside each:
+# the command and data that made them).
+BUNDLED_CHECKPOINTS = {
+    "siamfcpp_tiny": "weights/siamfcpp_tiny",
+}
+
+
+def bundled_checkpoint(tracker_name: str) -> Path | None:
+    """The weights shipped in ``jaxtrack/assets`` for ``tracker_name``, if any."""
+    rel = BUNDLED_CHECKPOINTS.get(tracker_name)
+    path = Path(__file__).resolve().parent.parent / "assets" / rel if rel else None
+    return path if path is not None and path.is_dir() else None
+
+
+def default_checkpoint(tracker_name: str) -> Path | None:
+    """The weights used when none are given: shipped with the package, else real ones in the shared data folder."""
+    return bundled_checkpoint(tracker_name) or shared_checkpoint(tracker_name)
+
+
 def shared_checkpoint(tracker_name: str) -> Path | None:
     """The real checkpoint for ``tracker_name`` in the shared data folder, if there is one."""
     from jaxtrack.paths import shared_data_dir
