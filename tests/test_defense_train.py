@@ -1,0 +1,354 @@
+"""jaxtrack.train.defense: adversarial training of the DuaLossDef U-Net -- the defended adversarial loss falls on
+held-out pairs, 8 fake devices == 1 device, stop + resume == uninterrupted, attacks through the current U-Net,
+the exported defense loads with ``defended_from_checkpoint`` and tracks.
+
+Small and fast: a 1/8-width SiamFC++ (z 127 / x 191, 3x3 score map) with random (BatchNorm-calibrated) weights,
+a one-level U-Net of width 4, PGD-1, tiny synthetic sequences. One compiled training step serves every in-process
+test (the loop's cache); the held-out measurement reuses it too (a step's metrics are those of its incoming
+parameters). The 8-device step runs in a subprocess (XLA_FLAGS must be set before JAX starts) launched as soon as
+the tracker variables exist; the 1-device reference is computed here with the shared step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtrack import tracking
+from jaxtrack.train import defense as D
+from jaxtrack.train.config import ConfigError, config_from_dict, config_to_dict
+from jaxtrack.train.loop import METRICS_FILE, read_metrics
+from jaxtrack.train.mesh import make_data_mesh
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_TRACKER = dict(instance_size=191, width_mult=0.125)
+STEPS = 6
+BATCH = 8
+
+
+def small_overrides(data_root="") -> list[str]:
+    return [
+        f"steps={STEPS}", f"batch_size={BATCH}", "log_every=1", "save_every=3", "keep=5",
+        "unet.depth=1", "unet.width=4", "unet.groups=2",
+        "attack.steps=1", "attack.step_size=4", "attack_through_defense=false", "optim.lr=2e-3", "optim.warmup_steps=0",
+        # Adam's eps: with 1e-8 a parameter whose gradient is at the float-rounding level (the inner layers at the
+        # second step, behind a nearly-zero output layer) moves by +-lr on the sign of that rounding noise, which
+        # differs between 8 devices and 1; 1e-3 keeps such updates at 1e-3 lr.
+        "optim.eps=1e-3",
+        "tracker_weights=random",
+        f"data.root={data_root}", "data.synthetic_sequences=4", "data.synthetic_frames=12", "data.synthetic_seed=7",
+        "data.synthetic_height=120", "data.synthetic_width=160", "data.crop_size=255", "data.threads=1",
+        "data.prefetch=2",
+    ]
+
+
+def small_config(data_root="", **changes) -> D.DefenseTrainConfig:
+    extra = [f"{k}={v}" for k, v in changes.items()]
+    return D.get_defense_config("unet_siamfcpp_tiny_synthetic", small_overrides(data_root) + extra)
+
+
+def run_two_steps(tracker, variables, batch, config, mesh):
+    """Two defense steps on ``batch`` from the initial state; (host states after each step, metrics of both)."""
+    step = D.make_defense_train_step(tracker, variables, config, mesh)
+    state = D.init_defense_state(config, mesh=mesh)
+    states, rows = [], []
+    for i in range(2):
+        state, metrics = step(state, batch, jax.random.key(100 + i))
+        states.append(jax.device_get(state))
+        rows.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    return states, rows
+
+
+# ----------------------------------------------------------------------------------------------- 8 devices
+_EIGHT_DEVICES = textwrap.dedent(
+    """
+    import os, pickle, sys
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    import jax
+    jax.config.update("jax_default_matmul_precision", "highest")
+    sys.path.insert(0, sys.argv[1])
+    from test_defense_train import TEST_TRACKER, run_two_steps, small_config
+    from jaxtrack import tracking
+    from jaxtrack.train.mesh import make_data_mesh
+
+    assert jax.device_count() == 8, jax.devices()
+    tracker = tracking.create("siamfcpp_tiny", **TEST_TRACKER)
+    with open(sys.argv[2], "rb") as f:
+        variables, batch = pickle.load(f)
+    mesh = make_data_mesh()
+    states, rows = run_two_steps(tracker, variables, batch, small_config(), mesh)
+    with open(sys.argv[3], "wb") as f:
+        pickle.dump({"states": states, "rows": rows, "devices": len(mesh.devices.flat)}, f)
+    print("DONE")
+    """
+)
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tracker():
+    return tracking.create("siamfcpp_tiny", **TEST_TRACKER)
+
+
+@pytest.fixture(scope="module")
+def variables(tracker, data_root):
+    """Random weights whose BatchNorm statistics are those of a train-mode pass over 8 synthetic training pairs
+    (``init_variables`` calibrates on uniform noise, after which natural crops can overflow the box offsets).
+    Compiled without XLA optimisations: one call, and the random initialisers compile ~10x faster."""
+    pairs = D.heldout_pairs(small_config(data_root), tracker, data_root, pairs=8, seed=7)
+    z, x = (jnp.asarray(pairs[k], jnp.float32) for k in ("template", "search"))
+    key = jax.random.key(0)
+    calibrate = jax.jit(tracker._init_and_calibrate).lower(key, z, x).compile({"xla_backend_optimization_level": 0})
+    return jax.device_get(calibrate(key, z, x))
+
+
+@pytest.fixture(scope="module")
+def pairs(tracker, data_root):
+    """8 crop pairs from the training sequences (one negative)."""
+    batch = D.heldout_pairs(small_config(data_root), tracker, data_root, pairs=BATCH, seed=7, sample_seed=11)
+    batch["negative"] = np.arange(BATCH) == 5  # its box is then a distractor's
+    return batch
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory, variables, pairs):
+    """Start the 8-device subprocess as soon as the variables exist; the test that needs it waits for it."""
+    folder = tmp_path_factory.mktemp("eight")
+    with open(folder / "variables.pkl", "wb") as f:
+        pickle.dump((variables, pairs), f)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EIGHT_DEVICES, str(Path(__file__).parent), str(folder / "variables.pkl"),
+         str(folder / "out.pkl")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+    yield proc, folder / "out.pkl"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_subprocess_early(eight_devices):
+    yield
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_dataset(root, 4, SyntheticConfig(num_frames=12, height=120, width=160), seed=7)
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, tracker, variables, data_root):
+    """An uninterrupted run of STEPS steps (exports the defense)."""
+    workdir = tmp_path_factory.mktemp("full")
+    config = small_config(data_root)
+    result = D.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, progress=False)
+    return config, result
+
+
+def max_abs_diff(a, b) -> float:
+    d = jax.tree_util.tree_map(lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+                               if np.size(x) else 0.0, a, b)
+    return max(jax.tree_util.tree_leaves(d))
+
+
+# ----------------------------------------------------------------------------------------------- tests
+def test_configs_overrides_and_errors(capsys):
+    for name in D.DEFENSE_CONFIGS:
+        c = D.get_defense_config(name)
+        assert c.name == name and c.where == "both" and c.attack.loss == "dua"
+        assert config_from_dict(json.loads(json.dumps(config_to_dict(c))), D.DefenseTrainConfig) == c
+        assert f"--config {name}" in D.DEFENSE_CONFIGS[name].__doc__  # the run command
+    c = D.get_defense_config("unet_nanotrack_synthetic", [
+        "attack.steps=5", "attack.eps=4", "attack.lam=0.5", "unet.width=16", "unet.shared=false", "where=search",
+        "attack_through_defense=true", "loss.pix=0.1", "optim.lr=3e-4", "data.source=vot2018", "batch_size=16"])
+    assert (c.attack.steps, c.attack.eps, c.attack.lam, c.unet.width, c.unet.shared, c.where) == (5, 4.0, 0.5, 16, False, "search")
+    assert (c.attack_through_defense, c.loss.pix, c.optim.lr, c.data.source, c.batch_size) == (True, 0.1, 3e-4, "vot2018", 16)
+    assert c.attack_target == "search" and c.tracker == "nanotrack_v2" and c.tracker_weights == "shared"
+    cases = {
+        "attack.stepz=3": ["unknown config key", "did you mean attack.steps", "unet.width"],
+        "where=everywhere": ["where must be one of template, search, both"],
+        "attack.loss=l2": ["attack.loss must be one of", "dua", "train"],
+        "unet.norm=batch": ["unet:", "norm"],
+        "loss.adv=-1": ["loss weights must be >= 0"],
+        "attack.eps=big": ["attack.eps", "expected float"],
+    }
+    for item, needles in cases.items():
+        with pytest.raises(ConfigError) as err:
+            D.get_defense_config("unet_nanotrack_synthetic", [item])
+        for needle in needles:
+            assert needle in str(err.value), (item, str(err.value))
+    with pytest.raises(ValueError, match="tracker_weights is required"):
+        D.load_tracker(D.get_defense_config("unet_siamfcpp_tiny_synthetic"))
+    # the sub-command: --print-config resolves overrides without training
+    import argparse
+
+    from jaxtrack.train import defense_cli
+
+    parser = argparse.ArgumentParser(prog="jaxtrack")
+    defense_cli.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train-defense", "--config", "unet_siamrpnpp_got10k", "--workdir", "unused",
+                              "--steps", "7", "--set", "attack.steps=2", "--print-config"])
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["steps"] == 7 and printed["attack"]["steps"] == 2 and printed["tracker"] == "siamrpnpp_r50"
+
+
+def test_gt_ref_boxes_are_crop_centred():
+    ref = np.asarray(D.gt_ref_boxes(np.array([[90.0, 80.0, 130.0, 140.0]]), 191))
+    np.testing.assert_allclose(ref, [[110 - 95, 110 - 95, 40, 60]])
+
+
+def test_training_lowers_the_defended_adversarial_loss(full_run, tracker, variables, tmp_path):
+    """STEPS steps: the defended adversarial loss (the step's ``adv`` metric: the family training loss on crops
+    attacked through the current U-Net) is lower after training on a fixed held-out batch (other sequence seeds),
+    with the same attack key; the training metrics are finite and the attack raised its objective."""
+    config, result = full_run
+    assert result.step == STEPS and result.resumed_from is None
+    rows = read_metrics(result.workdir / METRICS_FILE)
+    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    for r in rows:
+        assert all(np.isfinite(v) for v in r.values()), r
+        assert r["attack_gain"] > 0
+    assert rows[0]["adv"] == pytest.approx(rows[0]["undefended_adv"], rel=1e-4)  # identity U-Net at step 0
+    assert (result.workdir / "loss.png").is_file()
+
+    heldout = D.heldout_pairs(config, tracker, tmp_path / "heldout", pairs=2 * BATCH, seed=1000)
+    step = D.make_defense_train_step(tracker, variables, config, make_data_mesh())  # the loop's compiled step
+    measured = {}
+    for name, params in (("before", None), ("after", result.params)):
+        rows = []
+        for i in range(2):
+            state = D.init_defense_state(config, params=params, mesh=make_data_mesh())
+            part = {k: v[i * BATCH:(i + 1) * BATCH] for k, v in heldout.items()}
+            rows.append(jax.device_get(step(state, part, jax.random.key(1234 + i))[1]))
+        measured[name] = {k: float(np.mean([r[k] for r in rows])) for k in ("adv", "clean", "undefended_adv")}
+    before, after = measured["before"], measured["after"]
+    assert all(np.isfinite(v) for v in (*before.values(), *after.values())), measured
+    assert after["adv"] < before["adv"] - 0.02, measured  # measured: 12.0 -> 11.9 (random tracker, 6 steps)
+    assert after["clean"] < before["clean"], measured
+    assert after["undefended_adv"] == before["undefended_adv"]  # the same adversarial crops (frozen-tracker attack)
+
+
+def test_stop_and_resume_equals_uninterrupted(full_run, tracker, variables, data_root, tmp_path):
+    config, full = full_run
+    workdir = tmp_path / "resumed"
+    first = D.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, stop_at=1, progress=False)
+    assert first.step == 1 and first.defense == []  # stopped between two checkpoints: saved there
+    second = D.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, progress=False)
+    assert second.resumed_from == 1 and second.step == STEPS
+    assert max_abs_diff(second.params, full.params) <= 1e-6
+    a, b = read_metrics(workdir / METRICS_FILE), read_metrics(full.workdir / METRICS_FILE)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("loss", "adv", "clean", "attack_gain", "undefended_adv", "lr"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-7), (ra["step"], k)
+    assert D.load_defense_config(workdir) == config
+
+
+def leaf_relative_diff(a, b) -> float:
+    """max over leaves of max|a - b| / max|b| (0 for leaves that are 0 in both)."""
+    def one(x, y):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        scale = float(np.abs(y).max()) if y.size else 0.0
+        return float(np.abs(x - y).max()) / scale if scale > 0 else float(np.abs(x).max() if x.size else 0.0)
+
+    return max(jax.tree_util.tree_leaves(jax.tree_util.tree_map(one, a, b)))
+
+
+def test_eight_devices_equal_one(eight_devices, tracker, variables, pairs):
+    """Two steps on the 8-device mesh (batch split 1 per device) and on 1 device from the same state, batch and
+    keys. The first step ends in the same state (to float rounding); every forward value agrees to 1e-5 at both
+    steps. The second step's gradients are only equal to ~1e-2: once the U-Net is no longer the identity its output
+    carries the device split's rounding, and the random tracker's ReLU + max-pool (exact ties of zeros) route
+    gradients to other pixels on such differences (measured without any attack step, too: grad_norm 0.24% apart,
+    losses 1e-7), so the parameters are compared to a tenth of one update there."""
+    proc, out_path = eight_devices
+    assert jax.device_count() == 1
+    config = small_config()
+    one_states, one_rows = run_two_steps(tracker, variables, pairs, config, make_data_mesh())
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and "DONE" in out, err[-3000:]
+    with open(out_path, "rb") as f:
+        eight = pickle.load(f)
+    assert eight["devices"] == 8
+    (a1, a2), (b1, b2) = eight["states"], one_states
+    assert int(a2.step) == int(b2.step) == 2 and np.array_equal(a2.rng, b2.rng)
+    assert max_abs_diff(a1.params, b1.params) <= 1e-6
+    assert leaf_relative_diff(a1.opt_state, b1.opt_state) <= 1e-3  # gradient sums: measured 1.2e-4
+    assert max_abs_diff(a2.params, b2.params) <= 0.1 * config.optim.lr
+    for r8, r1 in zip(eight["rows"], one_rows):
+        for k in ("loss", "adv", "clean", "pix", "attack_clean", "attack_adv", "undefended_adv"):
+            assert r8[k] == pytest.approx(r1[k], rel=1e-5, abs=1e-7), k
+    assert eight["rows"][0]["grad_norm"] == pytest.approx(one_rows[0]["grad_norm"], rel=1e-4)
+    assert eight["rows"][1]["grad_norm"] == pytest.approx(one_rows[1]["grad_norm"], rel=2e-2)
+
+
+def test_attack_through_defense_differentiates_the_unet(tracker, variables, pairs):
+    """The step's objective with a non-identity U-Net: with ``attack_through_defense=True`` the PGD gradients go
+    through the current U-Net, so the adversarial crops (seen through the undefended tracker's loss on them) and the
+    attacked model (its clean objective) differ from those of the attack on the frozen tracker; with the identity
+    U-Net the two coincide."""
+    configs = [small_config(where="search", **{"attack.steps": 2, "attack.step_size": 2,
+                                                "attack_through_defense": flag}) for flag in (True, False)]
+    identity = D.init_unet_params(configs[0], jax.random.key(0))
+    rng = np.random.default_rng(3)
+    noisy = dict(identity)
+    noisy["out"] = {k: jnp.asarray(0.1 * rng.normal(size=v.shape), jnp.float32) for k, v in identity["out"].items()}
+    objectives = [D._defense_objective(tracker, c) for c in configs]
+
+    @jax.jit
+    def metrics(params, tv, batch, key):
+        return [f(params, tv, batch, key)[1] for f in objectives]
+
+    batch = pairs
+    key = jax.random.key(7)
+    through, frozen = jax.device_get(metrics(noisy, variables, batch, key))
+    for k in ("undefended_adv", "attack_clean", "attack_adv"):
+        assert abs(float(through[k]) - float(frozen[k])) > 1e-3 * abs(float(frozen[k])), k
+    assert float(through["attack_gain"]) > 0 and float(frozen["attack_gain"]) > 0
+    through, frozen = jax.device_get(metrics(identity, variables, batch, key))
+    for k in ("undefended_adv", "attack_clean", "attack_adv", "adv"):
+        assert float(through[k]) == pytest.approx(float(frozen[k]), rel=1e-4), k
+
+
+def test_exported_defense_loads_and_tracks(full_run, tracker, variables, data_root):
+    from jaxtrack.data import load_dataset
+    from jaxtrack.defense import defended_from_checkpoint, read_defense_card
+
+    config, result = full_run
+    assert result.defense == [result.workdir / D.DEFENSE_DIR]
+    card = read_defense_card(result.workdir / D.DEFENSE_DIR)
+    assert (card["family"], card["tracker"], card["where"]) == ("siamfcpp", "siamfcpp_tiny", "both")
+    assert card["crop_sizes"] == {"template": 127, "search": 191}
+    assert card["unet"]["depth"] == 1 and card["unet"]["width"] == 4
+    info = card["info"]
+    assert info["config"] == config_to_dict(config) and info["step"] == STEPS
+    assert info["training_data"]["source"] == "synthetic" and info["training_data"]["synthetic_seed"] == 7
+    assert info["attack"]["loss"] == "dua" and info["attack_through_defense"] is False
+
+    d = defended_from_checkpoint(tracker, result.workdir / D.DEFENSE_DIR)
+    assert d.where == "both" and max_abs_diff(d.unet_variables["params"], result.params) == 0.0
+    assert float(np.abs(np.asarray(result.params["out"]["kernel"])).max()) > 0  # trained: no longer the identity
+    assert D.load_trained_defense(tracker, result.workdir).name == d.name
+    seq = load_dataset("synthetic", data_root)[0]
+    frames = np.stack([seq.frame(i) for i in range(5)])
+    boxes, scores = d.track_sequence(variables, frames, np.asarray(seq.ground_truth[0], np.float32))
+    boxes, scores = np.asarray(boxes), np.asarray(scores)
+    assert boxes.shape == (5, 4) and np.isfinite(boxes).all() and np.isfinite(scores).all()
+    assert (boxes[:, 2:] > 0).all()
