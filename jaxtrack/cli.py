@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxtrack.train import cli as train_cli
 
     train_cli.add_parser(sub)
+    from jaxtrack.train import defense_cli
+
+    defense_cli.add_parser(sub)
     return parser
 
 
