@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from jaxtrack import attacks, tracking
 from jaxtrack.attacks import core
+from jaxtrack.tracking.base import Tracker
 from jaxtrack.tracking.crop import channel_average, crop_pysot
 
 # ------------------------------------------------------------------------------------------------ toy losses
@@ -346,6 +347,9 @@ class ToyTracker:
         logits = jnp.sum(jnp.sin(3 * cells) * template["k"][:, None, :], axis=-1) + variables["b"]
         shift = jnp.tanh(2 * (cells[..., :2] - cells[..., 1:])) * 8.0
         return {"logits": logits, "shift": shift, "size": 6.0 * jnp.exp(cells.mean(-1, keepdims=True) - 0.5)}
+
+    def init_with_crop(self, variables, frame, center, size, avg, z):  # the Tracker interface's generic piece
+        return Tracker.init_with_crop(self, variables, frame, center, size, avg, z)
 
     def dense_predictions(self, raw):
         grid = jnp.stack(jnp.meshgrid(jnp.arange(3.0), jnp.arange(3.0)), -1).reshape(9, 2) * 8 - 8

@@ -76,10 +76,7 @@ def refinement_problem(tracker, variables, frame, box):
 
 def _refinement_loss(tracker, variables, z, frame, box, loss):
     _, x0, gt, clean = refinement_problem(tracker, variables, frame, box)
-    if loss == "family":
-        return family_refinement_loss(tracker, variables, z, x0, gt)
-    scores, boxes = predict_pair(tracker, variables, z, x0)
-    return tracking_loss(scores, boxes, gt, clean)
+    return _pair_loss(tracker, variables, z, x0, gt, clean, loss)
 
 
 _refinement_loss_jit = jax.jit(_refinement_loss, static_argnums=(0, 5))
@@ -89,8 +86,7 @@ def refinement_loss(tracker, variables, z, frame, box, loss: str = "family") -> 
     """The loss the refinement minimises, for a template crop ``z`` (jitted; ``generic``: labels from the
     unrefined template)."""
     _checked(frame, box)
-    if loss not in REFINE_LOSSES:
-        raise ValueError(f"refinement loss must be one of {REFINE_LOSSES}, got {loss!r}")
+    _check_loss(loss)
     return _refinement_loss_jit(tracker, variables, z, frame, box, loss)
 
 
@@ -114,20 +110,29 @@ def family_refinement_loss(tracker, variables, z, x0, gt):
     return losses.training_loss(config, raw, targets)[0]
 
 
+def _check_loss(loss: str) -> None:
+    if loss not in REFINE_LOSSES:
+        raise ValueError(f"refinement loss must be one of {REFINE_LOSSES}, got {loss!r}")
+
+
+def _pair_loss(tracker, variables, z, x0, gt, clean, loss: str):
+    """The refinement loss of template crop ``z``; ``clean``: the unrefined predictions (labels of ``generic``)."""
+    if loss == "family":
+        return family_refinement_loss(tracker, variables, z, x0, gt)
+    scores, boxes = predict_pair(tracker, variables, z, x0)
+    return tracking_loss(scores, boxes, gt, clean)
+
+
 def refine_crop(tracker, variables, z0, x0, gt, steps: int, alpha: float, eps: float | None = None,
                 differentiable: bool = False, loss: str = "family"):
     """Refine the template crop ``z0`` [Z,Z,3] against the first search crop ``x0`` [X,X,3] and the ground truth
     ``gt`` (crop coordinates, ``(cx, cy, w, h)`` relative to the crop centre) by descending ``loss`` (one of
     :data:`REFINE_LOSSES`). Pure and traceable."""
-    if loss not in REFINE_LOSSES:
-        raise ValueError(f"refinement loss must be one of {REFINE_LOSSES}, got {loss!r}")
-    clean = jax.lax.stop_gradient(predict_pair(tracker, variables, z0, x0))
+    _check_loss(loss)
+    clean = None if loss == "family" else jax.lax.stop_gradient(predict_pair(tracker, variables, z0, x0))
 
     def loss_fn(z):
-        if loss == "family":
-            return family_refinement_loss(tracker, variables, z, x0, gt)
-        scores, boxes = predict_pair(tracker, variables, z, x0)
-        return tracking_loss(scores, boxes, gt, clean)
+        return _pair_loss(tracker, variables, z, x0, gt, clean, loss)
 
     config = AttackConfig(eps=eps, step_size=alpha, steps=steps, norm="linf", maximize=False)
     return (run_attack_unrolled if differentiable else run_attack)(loss_fn, z0, config)
@@ -140,9 +145,7 @@ def _refine(tracker, variables, frame, box, steps, alpha, eps, differentiable, l
 
 def _state_with_template(tracker, variables, frame, box, z):
     center, size = tracker.box_to_center_size(jnp.asarray(box, jnp.float32))
-    return TrackState(
-        center=center, size=size, channel_avg=channel_average(frame), template=tracker.embed_template(variables, z)
-    )
+    return tracker.init_with_crop(variables, frame, center, size, channel_average(frame), z)
 
 
 _refine_jit = jax.jit(_refine, static_argnames=("tracker", "steps", "alpha", "eps", "differentiable", "loss"))
@@ -236,6 +239,5 @@ def refined(tracker, steps: int = MTP_STEPS["otb"], alpha: float = MTP_ALPHA, ep
     optionally inside an L∞ ``eps``-ball, on ``loss``: :data:`REFINE_LOSSES`). Equal arguments return the same
     object (compiled functions shared)."""
     steps, alpha, eps = _static(steps, alpha, eps)
-    if loss not in REFINE_LOSSES:
-        raise ValueError(f"refinement loss must be one of {REFINE_LOSSES}, got {loss!r}")
+    _check_loss(loss)
     return _refined(tracker, steps, alpha, eps, loss)

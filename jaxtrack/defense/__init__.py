@@ -45,6 +45,7 @@ from jaxtrack.defense.checkpoint import (
 )
 from jaxtrack.models.unet import DefenseUNet
 from jaxtrack.tracking.base import Tracker, TrackState
+from jaxtrack.tracking.wrapper import TrackerWrapper
 
 __all__ = [
     "WHERE",
@@ -84,7 +85,7 @@ def _family_class(tracker: Tracker) -> type:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class DefendedTracker(Tracker):
+class DefendedTracker(TrackerWrapper):
     """A tracker with a U-Net pre-processor on its template and/or search crops (build it with :func:`defended`).
 
     Fields: ``config`` (the wrapped config with ``name`` = :attr:`name`), ``model`` (the wrapped tracker's Flax
@@ -173,31 +174,10 @@ class DefendedTracker(Tracker):
             x = self.defend(x)
         return self.base.head(variables, template, x)
 
-    # ------------------------------------------------------------------ family pieces, delegated to base
-    def box_to_center_size(self, box):
-        return self.base.box_to_center_size(box)
-
-    def center_size_to_box(self, center, size):
-        return self.base.center_size_to_box(center, size)
-
-    def template_crop(self, frame, center, size, channel_avg):
-        return self.base.template_crop(frame, center, size, channel_avg)
-
-    def search_crop(self, frame, center, size, channel_avg):
-        return self.base.search_crop(frame, center, size, channel_avg)
-
-    def decode(self, raw, center, size, scale, frame_hw):
-        return self.base.decode(raw, center, size, scale, frame_hw)
-
-    def dense_predictions_single(self, raw):
-        return self.base.dense_predictions_single(raw)
-
-    def dense_predictions(self, raw):
-        return self.base.dense_predictions(raw)
-
-    def init_variables(self, key: jax.Array, calibration_batch: int = 2) -> dict:
-        """The wrapped tracker's variables (the U-Net's are in the wrapper)."""
-        return self.base.init_variables(key, calibration_batch)
+    # ------------------------------------------------------------------ family pieces
+    # Crops, box conventions, decoding and init_variables are delegated to ``base`` by TrackerWrapper. The
+    # template embedding of a (possibly modified) crop must go through the defended ``embed_template``:
+    init_with_crop = Tracker.init_with_crop
 
     def _init_and_calibrate(self, key, z, x):
         return self.base._init_and_calibrate(key, z, x)
@@ -238,9 +218,8 @@ class DefendedTracker(Tracker):
 
 
 for _name in (
-    "box_to_center_size", "center_size_to_box", "template_crop", "search_crop", "decode",
-    "dense_predictions_single", "dense_predictions", "init_pure", "step_pure", "init", "step", "scan_frames",
-    "track_sequence", "track_batch", "compile_track_batch", "track_chunks",
+    "init_pure", "step_pure", "init", "step", "scan_frames", "track_sequence", "track_batch", "compile_track_batch",
+    "track_chunks",
 ):  # the wrapped tracker's documentation
     getattr(DefendedTracker, _name).__doc__ = getattr(Tracker, _name).__doc__
 del _name
