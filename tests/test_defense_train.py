@@ -48,13 +48,13 @@ def small_overrides(data_root="") -> list[str]:
         "tracker_weights=random",
         f"data.root={data_root}", "data.synthetic_sequences=4", "data.synthetic_frames=12", "data.synthetic_seed=7",
         "data.synthetic_height=120", "data.synthetic_width=160", "data.crop_size=255", "data.threads=1",
-        "data.prefetch=2",
+        "data.prefetch=2", "data.extra_source=",
     ]
 
 
 def small_config(data_root="", **changes) -> D.DefenseTrainConfig:
     extra = [f"{k}={v}" for k, v in changes.items()]
-    return D.get_defense_config("unet_siamfcpp_tiny_synthetic", small_overrides(data_root) + extra)
+    return D.get_defense_config("unet_siamfcpp_tiny", small_overrides(data_root) + extra)
 
 
 def run_two_steps(tracker, variables, batch, config, mesh):
@@ -174,7 +174,7 @@ def test_configs_overrides_and_errors(capsys):
         assert c.name == name and c.where == "both" and c.attack.loss == "dua"
         assert config_from_dict(json.loads(json.dumps(config_to_dict(c))), D.DefenseTrainConfig) == c
         assert f"--config {name}" in D.DEFENSE_CONFIGS[name].__doc__  # the run command
-    c = D.get_defense_config("unet_nanotrack_synthetic", [
+    c = D.get_defense_config("unet_nanotrack", [
         "attack.steps=5", "attack.eps=4", "attack.lam=0.5", "unet.width=16", "unet.shared=false", "where=search",
         "attack_through_defense=true", "loss.pix=0.1", "optim.lr=3e-4", "data.source=vot2018", "batch_size=16"])
     assert (c.attack.steps, c.attack.eps, c.attack.lam, c.unet.width, c.unet.shared, c.where) == (5, 4.0, 0.5, 16, False, "search")
@@ -190,11 +190,15 @@ def test_configs_overrides_and_errors(capsys):
     }
     for item, needles in cases.items():
         with pytest.raises(ConfigError) as err:
-            D.get_defense_config("unet_nanotrack_synthetic", [item])
+            D.get_defense_config("unet_nanotrack", [item])
         for needle in needles:
             assert needle in str(err.value), (item, str(err.value))
     with pytest.raises(ValueError, match="tracker_weights is required"):
-        D.load_tracker(D.get_defense_config("unet_siamfcpp_tiny_synthetic"))
+        D.load_tracker(D.get_defense_config("unet_siamfcpp_tiny", ["tracker_weights="]))
+    # the shipped recipes train on real sequences that no evaluation uses
+    for name in ("unet_nanotrack", "unet_siamfcpp_tiny"):
+        d = D.get_defense_config(name).data
+        assert d.extra_source == "otb100" and set(d.extra_sequences) == {"David", "Jogging-2"}
     # the sub-command: --print-config resolves overrides without training
     import argparse
 

@@ -215,6 +215,33 @@ def test_config_overrides_and_errors():
         assert f"jaxtrack train --config {name} --workdir" in make.__doc__
 
 
+def test_training_source_mixes_real_sequences(tmp_path, data_root):
+    """data.extra_source adds real sequences (repeated extra_repeat times) beside the synthetic ones; data.sequences
+    restricts a load_dataset source; bad combinations are refused by name."""
+    from jaxtrack.paths import shared_data_dir
+    from jaxtrack.train.loop import _training_source
+
+    otb = shared_data_dir() / "sequences" / "OTB"
+    if not (otb / "David").is_dir():
+        pytest.skip(f"shared OTB sequences not found under {otb}")
+    cfg = small_config(data_root, **{"data.extra_source": "otb100", "data.extra_sequences": "David,Jogging-2",
+                                     "data.extra_repeat": 3})
+    seqs = _training_source(cfg, tmp_path)
+    names = [s.name for s in seqs]
+    assert len(names) == 4 + 6 and names[4:] == ["David", "Jogging-2"] * 3
+    assert len(seqs[4].ground_truth) == 471  # David's ground truth, read from the shared folder (files 0300..0770)
+    only = C.get_config("siamfcpp_tiny_synthetic", ["data.source=otb100", f"data.root={otb}",
+                                                    "data.sequences=Crossing"])
+    assert [s.name for s in _training_source(only, tmp_path)] == ["Crossing"]
+    with pytest.raises(ValueError, match="Nope"):
+        _training_source(small_config(data_root, **{"data.extra_source": "otb100", "data.extra_sequences": "Nope"}),
+                         tmp_path)
+    with pytest.raises(C.ConfigError, match="data.sequences selects sequences of a load_dataset source"):
+        C.get_config("siamfcpp_tiny_synthetic", ["data.sequences=Crossing"])
+    with pytest.raises(C.ConfigError, match="data.extra_repeat must be >= 1"):
+        C.get_config("siamfcpp_tiny_synthetic", ["data.extra_repeat=0"])
+
+
 def test_cli_parser_and_errors(capsys):
     import argparse
 

@@ -121,6 +121,12 @@ class DataConfig:
     or a dataset name of :func:`jaxtrack.data.load_dataset` (``got10k-train``, ``lasot``, ...) read raw from
     ``root`` (frames decoded and pre-cropped on the fly).
 
+    ``sequences`` restricts a ``load_dataset`` source to the named sequences. ``extra_source`` / ``extra_root`` /
+    ``extra_sequences`` add the sequences of a second ``load_dataset`` source (e.g. real OTB sequences kept apart
+    from every evaluation sequence, beside synthetic ones), each listed ``extra_repeat`` times so that a few long
+    real videos are drawn as often as wanted (pairs are drawn per video). ``extra_root`` empty: the source's folder
+    in the shared data folder (``sequences/OTB``, ``sequences/VOT2018``).
+
     Augmentation fields are PairConfig's: ``style`` ``siamfcpp`` (shifts are fractions of half the window) or
     ``pysot`` (shifts in pre-crop pixels).
     """
@@ -128,6 +134,11 @@ class DataConfig:
     source: str = "synthetic"
     root: str = ""
     dataset: str = ""  # source=tfds: which build under root (when several)
+    sequences: tuple[str, ...] = ()  # load_dataset sources: only these (empty = all)
+    extra_source: str = ""  # a second load_dataset source whose sequences are added ("" = none)
+    extra_root: str = ""
+    extra_sequences: tuple[str, ...] = ()
+    extra_repeat: int = 1
     synthetic_sequences: int = 64
     synthetic_frames: int = 60
     synthetic_height: int = 240
@@ -161,6 +172,14 @@ class DataConfig:
             raise ConfigError(f"data.negative_rate must be in [0, 1], got {self.negative_rate}")
         if self.pairs_per_epoch < 0:
             raise ConfigError(f"data.pairs_per_epoch must be >= 0, got {self.pairs_per_epoch}")
+        if self.extra_repeat < 1:
+            raise ConfigError(f"data.extra_repeat must be >= 1, got {self.extra_repeat}")
+        if self.sequences and self.source in ("synthetic", "tfds"):
+            raise ConfigError(f"data.sequences selects sequences of a load_dataset source, not of "
+                              f"data.source={self.source!r}")
+        if self.extra_source in ("synthetic", "tfds"):
+            raise ConfigError(f"data.extra_source must be a load_dataset source (otb, vot2018, got10k-train, ...), "
+                              f"got {self.extra_source!r}")
 
 
 @dataclasses.dataclass(frozen=True)

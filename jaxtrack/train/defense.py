@@ -15,8 +15,8 @@ into :class:`DefenseTrainConfig` with the parser of :mod:`jaxtrack.train.config`
 
 Named configurations (each function's docstring has its run command):
 
-* ``unet_nanotrack_synthetic``   -- the real NanoTrack v2 weights, synthetic sequences, the CPU recipe;
-* ``unet_siamfcpp_tiny_synthetic`` -- the project's compact ``siamfcpp_tiny`` (weights from ``jaxtrack train``);
+* ``unet_nanotrack``     -- the real NanoTrack v2 weights, synthetic + real OTB sequences, the CPU recipe;
+* ``unet_siamfcpp_tiny`` -- the project's compact ``siamfcpp_tiny`` (its bundled weights), same data;
 * ``unet_siamrpnpp_got10k``      -- the published setting: SiamRPN++ R50 on GOT-10k, full scale, for accelerators.
 
 One training step (:func:`make_defense_train_step`, ONE ``jax.jit`` on the ``data`` mesh: U-Net parameters and
@@ -123,8 +123,8 @@ __all__ = [
     "make_defense_train_step",
     "make_unets",
     "train_defense",
-    "unet_nanotrack_synthetic",
-    "unet_siamfcpp_tiny_synthetic",
+    "unet_nanotrack",
+    "unet_siamfcpp_tiny",
     "unet_siamrpnpp_got10k",
 ]
 
@@ -229,7 +229,8 @@ class DefenseTrainConfig:
     of devices).
 
     tracker: a :mod:`jaxtrack.tracking` name (its network, crop sizes and training loss are used; frozen).
-    tracker_weights: ``shared`` (the real checkpoint in the shared data folder: NanoTrack), a path (a folder of
+    tracker_weights: ``shared`` (the real checkpoint in the shared data folder: NanoTrack), ``bundled`` (the weights
+      that ship inside the package: ``siamfcpp_tiny``), a path (a folder of
       ``jaxtrack convert``, a ``jaxtrack train`` export ``WORKDIR/weights``, an orbax directory or a PyTorch
       checkpoint), or ``random`` (random tracker weights: tests only).
     where: the defended branch(es): ``template``, ``search`` or ``both``.
@@ -266,15 +267,19 @@ class DefenseTrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- recipes
-def unet_nanotrack_synthetic() -> DefenseTrainConfig:
-    """The CPU recipe: a small U-Net in front of both branches of the real NanoTrack v2 (``nanotrackv2.pth`` from
-    the shared data folder), trained on adversarial crops of synthetic sequences (~30 min on a 2-core CPU).
+#: Real sequences the shipped defenses are trained on; every other real sequence in the shared data folder
+#: (OTB Crossing, Couple, KiteSurf, Football1 and VOT2018 bag) is kept for evaluation.
+TRAINING_REAL_SEQUENCES = ("David", "Jogging-2")
+
+
+def unet_nanotrack() -> DefenseTrainConfig:
+    """The CPU recipe of the shipped NanoTrack defense: a small U-Net in front of both branches of the real
+    NanoTrack v2 (``nanotrackv2.pth`` from the shared data folder), trained on adversarial crops of synthetic
+    sequences and of two real OTB sequences (~25 min on a 2-core CPU).
 
     Run::
 
-        jaxtrack train-defense --config unet_nanotrack_synthetic --workdir runs/unet_nanotrack
-        python -m jaxtrack.train.defense_cli --config unet_nanotrack_synthetic --workdir runs/unet_nanotrack \\
-            --eval-pairs 32
+        jaxtrack train-defense --config unet_nanotrack --workdir runs/unet_nanotrack --eval-pairs 32
 
     U-Net depth 3, width 8, one conv per block (GroupNorm 4 groups, 64 K parameters), one U-Net for both
     branches; PGD-3 (ε = 8 grey levels, step 4, random start) on the Dua-Loss (λ = 1) against the frozen NanoTrack
@@ -282,16 +287,17 @@ def unet_nanotrack_synthetic() -> DefenseTrainConfig:
     high-level-guided denoiser is trained; on this CPU the U-Net's backward passes cost far more than NanoTrack's,
     so attacking through it makes a step ~3x slower -- ``--set attack_through_defense=true`` for true
     adversarial training); adv and clean terms weighted 1 / 1; AdamW lr 1e-3, 20 warm-up steps, cosine to 1e-5;
-    300 steps of 8 pairs drawn from 64 synthetic sequences (seeds 0..63; 1000+ are kept for held-out checks) with
-    pysot-style augmentation. Real sequences instead: ``--set data.source=vot2018 --set
-    data.root=../shared/data/sequences/VOT2018`` (``bag``, not an OTB sequence).
+    600 steps of 8 pairs with pysot-style augmentation, drawn from 32 synthetic sequences (seeds 0..31; 1000+ are
+    kept for held-out checks) and the real OTB sequences :data:`TRAINING_REAL_SEQUENCES` (David, Jogging-2; each
+    listed 8 times, so a third of the pairs are real). The other real sequences are never trained on.
+    ``--set data.extra_source=`` trains on synthetic sequences only.
     """
     return DefenseTrainConfig(
-        name="unet_nanotrack_synthetic",
+        name="unet_nanotrack",
         tracker="nanotrack_v2",
         tracker_weights="shared",
         where="both",
-        steps=300,
+        steps=600,
         batch_size=8,
         unet=UNetConfig(depth=3, width=8, convs=1, groups=4),
         attack=DefenseAttackConfig(steps=3, eps=8.0, step_size=4.0, random_start=True, loss="dua", lam=1.0),
@@ -299,8 +305,9 @@ def unet_nanotrack_synthetic() -> DefenseTrainConfig:
         loss=DefenseLossConfig(adv=1.0, clean=1.0, pix=0.0),
         optim=_defense_optim(lr=1e-3, warmup_steps=20),
         data=DataConfig(
-            source="synthetic", synthetic_sequences=64, synthetic_frames=60, synthetic_seed=0, style="pysot",
+            source="synthetic", synthetic_sequences=32, synthetic_frames=60, synthetic_seed=0, style="pysot",
             negative_rate=0.1, max_gap=30, shift=64.0, scale=0.18, crop_size=383,
+            extra_source="otb100", extra_sequences=TRAINING_REAL_SEQUENCES, extra_repeat=8,
         ),
         log_every=5,
         save_every=50,
@@ -308,28 +315,25 @@ def unet_nanotrack_synthetic() -> DefenseTrainConfig:
     )
 
 
-def unet_siamfcpp_tiny_synthetic() -> DefenseTrainConfig:
-    """The CPU recipe on the project's compact SiamFC++ (``siamfcpp_tiny``, z 127 / x 255); its weights come from
-    ``jaxtrack train --config siamfcpp_tiny_synthetic`` and are given with ``--set tracker_weights=...``.
+def unet_siamfcpp_tiny() -> DefenseTrainConfig:
+    """The CPU recipe of the shipped defense of the project's compact SiamFC++ (``siamfcpp_tiny``, z 127 / x 255,
+    the weights that ship with jaxtrack).
 
     Run::
 
-        jaxtrack train-defense --config unet_siamfcpp_tiny_synthetic --workdir runs/unet_tiny \\
-            --set tracker_weights=runs/tiny/weights
+        jaxtrack train-defense --config unet_siamfcpp_tiny --workdir runs/unet_siamfcpp_tiny --eval-pairs 32
 
-    As ``unet_nanotrack_synthetic`` (small U-Net on both branches, PGD-3 Dua-Loss against the frozen tracker, 300
-    steps of 8 pairs) with the tracker's own data settings (video_analyst-style augmentation, seeds 0..63).
+    As ``unet_nanotrack`` (small U-Net on both branches, PGD-3 Dua-Loss against the frozen tracker, 600 steps of
+    8 pairs from 32 synthetic sequences and OTB David / Jogging-2) with the tracker's own data settings
+    (video_analyst-style augmentation).
     """
-    base = unet_nanotrack_synthetic()
+    base = unet_nanotrack()
     return dataclasses.replace(
         base,
-        name="unet_siamfcpp_tiny_synthetic",
+        name="unet_siamfcpp_tiny",
         tracker="siamfcpp_tiny",
-        tracker_weights="",
-        data=DataConfig(
-            source="synthetic", synthetic_sequences=64, synthetic_frames=60, synthetic_seed=0, style="siamfcpp",
-            negative_rate=0.1, max_gap=30, shift=0.4, scale=0.3, crop_size=383,
-        ),
+        tracker_weights="bundled",
+        data=dataclasses.replace(base.data, style="siamfcpp", shift=0.4, scale=0.3),
     )
 
 
@@ -370,8 +374,8 @@ def unet_siamrpnpp_got10k() -> DefenseTrainConfig:
 
 
 DEFENSE_CONFIGS: dict[str, Callable[[], DefenseTrainConfig]] = {
-    "unet_nanotrack_synthetic": unet_nanotrack_synthetic,
-    "unet_siamfcpp_tiny_synthetic": unet_siamfcpp_tiny_synthetic,
+    "unet_nanotrack": unet_nanotrack,
+    "unet_siamfcpp_tiny": unet_siamfcpp_tiny,
     "unet_siamrpnpp_got10k": unet_siamrpnpp_got10k,
 }
 
@@ -777,6 +781,14 @@ def load_tracker(config: DefenseTrainConfig, tracker=None) -> tuple[Any, dict, s
 
         tracker = tracking.create(config.tracker)
     w = config.tracker_weights
+    if w == "bundled":
+        from jaxtrack.tracking.weights import bundled_checkpoint
+
+        path = bundled_checkpoint(tracker.name)
+        if path is None:
+            raise ValueError(f"tracker_weights='bundled': no weights of {tracker.name!r} ship with jaxtrack; "
+                             f"--set tracker_weights=/path/to/weights")
+        return tracker, load_tracker_variables(tracker, str(path))[0], f"bundled:{tracker.name}"
     if w == "shared":
         path = shared_checkpoint(tracker.name)
         if path is None:

@@ -1,9 +1,9 @@
 """``jaxtrack train-defense``: the command line of :func:`jaxtrack.train.defense.train_defense`.
 
-    jaxtrack train-defense --config unet_nanotrack_synthetic --workdir runs/unet_nanotrack
-    jaxtrack train-defense --config unet_nanotrack_synthetic --workdir runs/unet_nanotrack --steps 100 \\
+    jaxtrack train-defense --config unet_nanotrack --workdir runs/unet_nanotrack
+    jaxtrack train-defense --config unet_nanotrack --workdir runs/unet_nanotrack --steps 100 \\
         --set attack.steps=5 --set unet.width=16 --eval-pairs 32
-    jaxtrack train-defense --config unet_siamfcpp_tiny_synthetic --workdir runs/unet_tiny \\
+    jaxtrack train-defense --config unet_siamfcpp_tiny --workdir runs/unet_tiny \\
         --set tracker_weights=runs/tiny/weights
     jaxtrack train-defense --config unet_siamrpnpp_got10k --workdir runs/unet_rpnpp --print-config
 

@@ -120,8 +120,42 @@ def pair_config(config: TrainConfig, tracker):
     )
 
 
+_SHARED_SEQUENCE_FOLDERS = {"otb100": "OTB", "otb-folder": "OTB", "vot2018": "VOT2018"}
+
+
+def _extra_sequences(d) -> list:
+    """The sequences of ``data.extra_source`` (each ``extra_repeat`` times), or ``[]``."""
+    from jaxtrack.data import load_dataset
+
+    if not d.extra_source:
+        return []
+    root = d.extra_root
+    if not root:
+        folder = _SHARED_SEQUENCE_FOLDERS.get(d.extra_source.lower())
+        if folder is None:
+            raise ValueError(f"data.extra_root is required for data.extra_source={d.extra_source!r}")
+        from jaxtrack.paths import shared_data_dir
+
+        root = shared_data_dir() / "sequences" / folder
+    seqs = load_dataset(d.extra_source, root, sequences=d.extra_sequences or None)
+    return list(seqs) * d.extra_repeat
+
+
 def _training_source(config: TrainConfig, workdir: Path):
     """What ``make_loader`` reads: a list of sequences or a TFDS folder."""
+    d = config.data
+    extra = _extra_sequences(d)
+    if d.source == "tfds":
+        if extra:
+            raise ValueError("data.extra_source cannot be mixed with data.source='tfds' (build one TFDS dataset "
+                             "from both folders instead)")
+        if not d.root:
+            raise ValueError("data.root is required for data.source='tfds' (--set data.root=/path/to/build)")
+        return d.root
+    return _main_sequences(config, workdir) + extra
+
+
+def _main_sequences(config: TrainConfig, workdir: Path) -> list:
     from jaxtrack.data import load_dataset
 
     d = config.data
@@ -138,12 +172,10 @@ def _training_source(config: TrainConfig, workdir: Path):
 
             multihost_utils.sync_global_devices("jaxtrack-synthetic-data")
         seqs = load_dataset("synthetic", root)
-        return seqs[: d.synthetic_sequences]
+        return list(seqs[: d.synthetic_sequences])
     if not d.root:
         raise ValueError(f"data.root is required for data.source={d.source!r} (--set data.root=/path/to/dataset)")
-    if d.source == "tfds":
-        return d.root
-    return load_dataset(d.source, d.root)
+    return list(load_dataset(d.source, d.root, sequences=d.sequences or None))
 
 
 def make_data_iterator(config: TrainConfig, tracker, workdir, local_batch: int | None = None):
