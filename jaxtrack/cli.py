@@ -48,6 +48,8 @@ def _add_robustness_args(p) -> None:
     g.add_argument("--target", default="search", choices=TARGETS, help="what is attacked (default: search)")
     g.add_argument("--warm-start", action="store_true", help="start each frame's attack from the previous "
                                                             "frame's perturbation (RTAA, SPARK)")
+    g.add_argument("--restarts", type=int, default=1, help="pgd: keep the best of this many random starts per "
+                                                           "frame (default 1)")
     g.add_argument("--attack-seed", type=int, default=0, help="PRNG seed of random starts")
     g = p.add_argument_group("template refinement (MTP / AUTracker) at initialisation")
     g.add_argument("--refine-template", action="store_true", help="refine the template by descending the tracker "
@@ -78,7 +80,7 @@ def _robust_tracker(tracker, args):
         refine = robust.Refinement(args.refine_steps, args.refine_alpha, args.refine_eps, args.refine_loss)
     attack = None
     if args.attack:
-        config = attack_config(args.attack, args.eps, args.steps, args.step_size)
+        config = attack_config(args.attack, args.eps, args.steps, args.step_size, restarts=args.restarts)
         attack = OnlineAttack(config, loss=args.loss, target=args.target, warm_start=args.warm_start,
                               seed=args.attack_seed)
     defense = None

@@ -253,6 +253,41 @@ def test_return_losses_traces_every_iterate():
     np.testing.assert_array_equal(np.asarray(x_adv), np.asarray(attacks.run_attack(loss, x0, config)))
 
 
+@pytest.mark.parametrize("maximize", [True, False])
+def test_restarts_keep_the_best_of_independent_runs(maximize):
+    """restarts=R returns, of the R runs started from fold_in(key, r), the one with the best final loss (a loss with
+    many local optima, so the runs end apart)."""
+    rng = np.random.default_rng(9)
+    x0 = rng.uniform(20, 230, (3, 3)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, x0.shape).astype(np.float32)
+
+    def loss(x):
+        return jnp.sum(w * jnp.cos(jnp.pi * (x - x0) / 3.0))
+
+    single = attacks.pgd(8.0, steps=4, step_size=0.5).replace(maximize=maximize)
+    key = jax.random.key(3)
+    runs = [attacks.run_attack(loss, x0, single, jax.random.fold_in(key, r), return_losses=True) for r in range(5)]
+    finals = np.array([float(loss(x)) for x, _ in runs])
+    assert np.ptp(finals) > 0.1  # the restarts really end at different optima
+    best = int(np.argmax(finals) if maximize else np.argmin(finals))
+    x_adv, losses = attacks.run_attack(loss, x0, single.replace(restarts=5), key, return_losses=True)
+    np.testing.assert_allclose(np.asarray(x_adv), np.asarray(runs[best][0]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(losses), np.asarray(runs[best][1]), rtol=1e-5)
+    # a warm start is the first restart's starting point
+    start = x0 + 7.0
+    x_w, l_w = attacks.run_attack(loss, x0, single.replace(restarts=2), key, return_losses=True, start=start)
+    first = attacks.run_attack(loss, x0, single, key, return_losses=True, start=start)
+    second = attacks.run_attack(loss, x0, single, jax.random.fold_in(key, 1), return_losses=True)
+    pick = first if (float(first[1][-1]) > float(second[1][-1])) == maximize else second
+    np.testing.assert_allclose(np.asarray(x_w), np.asarray(pick[0]), atol=1e-5)
+    with pytest.raises(ValueError, match="restarts > 1 needs random_start"):
+        attacks.bim(8.0, steps=4).replace(restarts=3)
+    with pytest.raises(ValueError, match="one restart"):
+        attacks.run_attack_unrolled(loss, x0, single.replace(restarts=2), key)
+    with pytest.raises(ValueError, match="only pgd"):
+        attacks.attack_config("bim", 8.0, restarts=2)
+
+
 # ------------------------------------------------------------------------------------------------ unrolled
 
 

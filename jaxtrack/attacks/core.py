@@ -83,6 +83,8 @@ class AttackConfig:
     momentum: MI-FGSM decay μ; 0 disables momentum.
     maximize: ascend the loss (attacks) or descend it (template refinement).
     clip_min, clip_max: the pixel box.
+    restarts: run the loop this many times from independent random starts and keep the result with the best final
+      loss (Madry et al.'s restarts; needs ``random_start`` when > 1).
     """
 
     eps: float | None
@@ -94,6 +96,7 @@ class AttackConfig:
     maximize: bool = True
     clip_min: float = 0.0
     clip_max: float = 255.0
+    restarts: int = 1
 
     def __post_init__(self):
         # numpy scalars -> Python numbers: the loop bound must be static, and equal configs must hash equally
@@ -115,6 +118,11 @@ class AttackConfig:
             raise ValueError("random_start needs an eps-ball (eps is None)")
         if not self.momentum >= 0:
             raise ValueError(f"momentum must be >= 0, got {self.momentum}")
+        if int(self.restarts) != self.restarts or self.restarts < 1:
+            raise ValueError(f"restarts must be a positive integer, got {self.restarts}")
+        object.__setattr__(self, "restarts", int(self.restarts))
+        if self.restarts > 1 and not self.random_start:
+            raise ValueError("restarts > 1 needs random_start (every restart from the same point is the same run)")
         if not self.clip_min < self.clip_max:
             raise ValueError(f"clip_min must be < clip_max, got [{self.clip_min}, {self.clip_max}]")
 
@@ -309,19 +317,51 @@ def run_attack(
     Args:
       loss_fn: ``x -> scalar``; closes over everything else (model variables, labels, ...).
       x: the clean input, pixel units (integer inputs are cast to float32).
-      config: :class:`AttackConfig`.
+      config: :class:`AttackConfig`. With ``restarts = R > 1`` the loop runs R times (restart ``r`` from the random
+        start of ``fold_in(key, r)``) and the iterate with the best final loss is returned.
       key: PRNG key, needed only with ``random_start``.
       return_losses: also return the loss of every iterate (for convergence checks; one extra forward pass).
       start: optional starting point (same structure as ``x``), projected into the budget around ``x`` — a warm
         start such as the previous frame's adversarial perturbation added to this frame's input (RTAA, SPARK).
-        Replaces the clean/random start.
+        Replaces the clean/random start (of the first restart).
     Returns:
       ``x_adv`` of the same structure (float), inside the budget, with ``stop_gradient`` (use
       :func:`run_attack_unrolled` to differentiate through the attack); with ``return_losses``,
       ``(x_adv, losses [steps + 1])`` where ``losses[k]`` is the loss after ``k`` steps (``losses[0]`` at the
-      starting point: the clean input, or the random start).
+      starting point: the clean input, or the random start) of the returned restart.
     """
     x0 = jax.tree.map(_as_float, x)
+    if config.restarts == 1:
+        x_adv, losses = _run_once(loss_fn, x0, config, key, start, return_losses)
+    else:
+        if key is None:
+            raise ValueError("restarts need a PRNG key")
+        sign = 1.0 if config.maximize else -1.0
+
+        def restart(r, best):
+            k = jax.random.fold_in(key, r)
+            if start is None:
+                x_r, losses_r = _run_once(loss_fn, x0, config, k, None, True)
+            else:  # restart 0 from the warm start, the others at random
+                x_r, losses_r = jax.lax.cond(
+                    r == 0,
+                    lambda: _run_once(loss_fn, x0, config, k, start, True),
+                    lambda: _run_once(loss_fn, x0, config, k, None, True),
+                )
+            better = sign * losses_r[-1] > sign * best[1][-1]
+            pick = lambda a, b: jnp.where(better, a, b)  # noqa: E731
+            return jax.tree.map(pick, x_r, best[0]), pick(losses_r, best[1])
+
+        first = _run_once(loss_fn, x0, config, jax.random.fold_in(key, 0), start, True)
+        x_adv, losses = jax.lax.fori_loop(1, config.restarts, restart, first)
+    x_adv = jax.lax.stop_gradient(x_adv)
+    if not return_losses:
+        return x_adv
+    return x_adv, jax.lax.stop_gradient(losses)
+
+
+def _run_once(loss_fn, x0, config: AttackConfig, key, start, return_losses: bool):
+    """One run of the loop: ``(x_adv, losses [steps + 1] or None)``."""
     if start is None:
         x_init = _initial_point(x0, config, key)
     else:
@@ -337,11 +377,9 @@ def run_attack(
         return x, m, losses.at[i].set(value) if return_losses else losses
 
     x_adv, _, losses = jax.lax.fori_loop(0, config.steps, body, (x_init, m0, losses0))
-    x_adv = jax.lax.stop_gradient(x_adv)
     if not return_losses:
-        return x_adv
-    losses = losses.at[config.steps].set(loss_fn(x_adv))
-    return x_adv, jax.lax.stop_gradient(losses)
+        return x_adv, None
+    return x_adv, losses.at[config.steps].set(loss_fn(x_adv))
 
 
 def run_attack_batch(loss_fn: Callable, xs, config: AttackConfig, key: jax.Array | None, *args):
@@ -377,8 +415,11 @@ def run_attack_unrolled(
     ``lambda g: jnp.tanh(g / τ)`` changes the forward pass too and makes the whole loop exactly differentiable.
     The L2 direction ``g / ‖g‖₂``, the momentum normalisation and the projections are differentiated as they are
     (clips pass gradients only where they are inactive). The random start is a constant (no gradient to the key).
-    Memory of the backward pass grows linearly with ``steps``.
+    Memory of the backward pass grows linearly with ``steps``. Restarts are not supported here (a choice of the
+    best restart has no useful gradient): differentiate one restart.
     """
+    if config.restarts > 1:
+        raise ValueError("run_attack_unrolled runs one restart; use config.replace(restarts=1)")
     x0 = jax.tree.map(_as_float, x)
     x_init = _initial_point(x0, config, key)
     step = _make_step(loss_fn, x0, config, straight_through_sign if sign_fn is None else sign_fn)

@@ -50,19 +50,23 @@ ATTACKS = ("fgsm", "bim", "pgd", "mifgsm")
 
 
 def attack_config(kind: str, eps: float, steps: int = 10, step_size: float | None = None, norm: str = "linf",
-                  momentum: float = 1.0) -> AttackConfig:
+                  momentum: float = 1.0, restarts: int = 1) -> AttackConfig:
     """The :class:`AttackConfig` of a named attack (the command line's ``--attack``).
 
     ``fgsm``: one step of ε. ``bim``: ``steps`` steps of ``step_size`` (default ε/steps, RTAA's choice) from the
     clean input. ``pgd``: from a uniform random start in the ball, ``step_size`` default 2.5·ε/steps (Madry et
-    al.; 2 pixels for ε = 8, 10 steps). ``mifgsm``: BIM on a momentum accumulator (decay ``momentum``).
+    al.; 2 pixels for ε = 8, 10 steps); ``restarts`` > 1 keeps the best of that many random starts (PGD only).
+    ``mifgsm``: BIM on a momentum accumulator (decay ``momentum``).
     """
+    if restarts != 1 and kind != "pgd":
+        raise ValueError(f"restarts need random starts: only pgd has them, not {kind!r}")
     if kind == "fgsm":
         return fgsm(eps, norm)
     if kind == "bim":
         return bim(eps, steps, step_size, norm)
     if kind == "pgd":
-        return pgd(eps, steps, 2.5 * eps / steps if step_size is None else step_size, True, norm)
+        return pgd(eps, steps, 2.5 * eps / steps if step_size is None else step_size, True, norm).replace(
+            restarts=restarts)
     if kind == "mifgsm":
         return mi_fgsm(eps, steps, momentum=momentum, step_size=step_size, norm=norm)
     raise ValueError(f"unknown attack {kind!r}; known: {', '.join(ATTACKS)}")
@@ -113,7 +117,8 @@ class OnlineAttack:
             "pgd" if c.random_start else ("mifgsm" if c.momentum else "bim"))
         steps = "" if kind == "fgsm" else f"{c.steps}"
         warm = "-warm" if self.warm_start else ""
-        return f"{kind}{steps}-{loss}-{self.target}-eps{c.eps:g}{warm}"
+        restarts = f"-r{c.restarts}" if c.restarts > 1 else ""
+        return f"{kind}{steps}-{loss}-{self.target}-eps{c.eps:g}{restarts}{warm}"
 
 
 @flax.struct.dataclass
