@@ -60,7 +60,8 @@ def _add_robustness_args(p) -> None:
     g.add_argument("--refine-loss", default="family", choices=["family", "generic"],
                    help="loss descended: the family's training loss (MTP) or the family-independent one")
     g = p.add_argument_group("defense (DuaLossDef U-Net before the network)")
-    g.add_argument("--defense", help="defense checkpoint folder (jaxtrack train-defense / defense.save_defense)")
+    g.add_argument("--defense", help="defense checkpoint folder (jaxtrack train-defense / defense.save_defense), "
+                                     "'bundled' (the U-Net shipped for --model) or 'bundled:TRACKER' (transfer)")
     g.add_argument("--defense-where", choices=["template", "search", "both"],
                    help="branches the U-Net defends (default: the checkpoint's)")
     g.add_argument("--defense-transfer", action="store_true",
@@ -158,6 +159,7 @@ def cmd_demo(args) -> int:
         robust_models=tuple(_split_names(args.robust_models) or ()),
         attack_steps=args.attack_steps,
         refine_steps=args.refine_steps,
+        defend=not args.no_defense,
     )
     rows = run_demo(config)
     print()
@@ -275,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(comma-separated; empty for none)")
     p.add_argument("--attack-steps", type=int, default=10, help="PGD steps of the attacked rows")
     p.add_argument("--refine-steps", type=int, default=16, help="refinement steps of the refined rows")
+    p.add_argument("--no-defense", action="store_true", help="leave out the rows with the shipped U-Net defenses")
     p.set_defaults(func=cmd_demo)
 
     from jaxtrack.data.datasets import DATASET_NAMES

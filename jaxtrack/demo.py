@@ -7,8 +7,10 @@ in the package; NanoTrack with its real pretrained weights when the shared data 
 memory by the torch-free reader); SiamRPN has no checkpoint here and runs with random weights, and the output
 says so: its success is that of an untrained network, the speed figures are real.
 
-Beside each clean row of the ``robust_models``, two more: the tracker under an online attack (PGD-10, ε = 8 grey
-levels, Dua-Loss, every frame's search crop) and the tracker with MTP template refinement (16 steps of 0.05).
+Beside each clean row of the ``robust_models``, more: the tracker under an online attack (PGD-10, ε = 8 grey
+levels, Dua-Loss, every frame's search crop), the tracker behind the DuaLossDef U-Net shipped for it under the same
+attack (computed on the undefended tracker: the non-adaptive setting), and the tracker with MTP template
+refinement (16 steps of 0.05).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from jaxtrack import robust
 from jaxtrack.attacks import OnlineAttack, attack_config
 from jaxtrack.data.sequence import load_otb_folder, write_boxes
 from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
+from jaxtrack.defense.checkpoint import bundled_defense, defended_from_checkpoint
 from jaxtrack.eval import metrics
 from jaxtrack.tracking import create
 from jaxtrack.tracking.weights import bundled_checkpoint, default_checkpoint, load_tracker_variables
@@ -42,6 +45,7 @@ class DemoConfig:
     attack_eps: float = 8.0
     attack_steps: int = 10
     refine_steps: int = 16
+    defend: bool = True  # a row with the shipped DuaLossDef U-Net under the same attack (non-adaptive)
 
     def variants(self, tracker):
         """(label, tracker) pairs shown for one model: clean, then attacked and refined for ``robust_models``."""
@@ -49,6 +53,9 @@ class DemoConfig:
         if tracker.name in self.robust_models:
             attack = OnlineAttack(attack_config(self.attack, self.attack_eps, self.attack_steps), loss=self.attack_loss)
             out.append((f"attacked: {attack.describe()}", robust.wrap(tracker, attack=attack)))
+            if self.defend and bundled_defense(tracker.name) is not None:
+                defended = robust.wrap(tracker, attack=attack, defense=lambda t: defended_from_checkpoint(t, "bundled"))
+                out.append(("defended (shipped U-Net), same attack", defended))
             refined = robust.wrap(tracker, refine=robust.Refinement(self.refine_steps))
             out.append((f"template refined ({self.refine_steps} steps)", refined))
         return out
@@ -138,7 +145,8 @@ def plot_success(rows: list[DemoRow], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in rows:
         variant = "" if r.variant == "clean" else f", {r.variant}"
-        style = "--" if r.variant.startswith("attacked") else (":" if r.variant.startswith("template") else "-")
+        style = ("--" if r.variant.startswith("attacked") else ":" if r.variant.startswith("template")
+                 else "-." if r.variant.startswith("defended") else "-")
         ax.plot(metrics.SUCCESS_THRESHOLDS, r.curve, style,
                 label=f"{r.model}{variant} [{r.auc:.3f}] ({r.weights.split(' ')[0]})")
     ax.set_xlabel("overlap threshold")

@@ -26,3 +26,36 @@ def test_shipped_siamfcpp_tiny_tracks_held_out_synthetic_sequences_far_better_th
     trained_auc, random_auc = np.mean(aucs["trained"]), np.mean(aucs["random"])
     assert trained_auc > 0.5, aucs
     assert trained_auc > random_auc + 0.2, aucs
+
+
+def test_shipped_defenses_load_fit_their_trackers_and_resolve_by_name():
+    """Each U-Net that ships in jaxtrack/assets/defenses loads for the tracker it was trained with (no transfer
+    mismatch), `bundled` names it, `bundled:<other>` deploys it on another tracker only as a transfer, and a tracker
+    without one gets a clear error."""
+    import pytest
+
+    from jaxtrack.defense.checkpoint import (
+        BUNDLED_DEFENSES,
+        bundled_defense,
+        defended_from_checkpoint,
+        read_defense_card,
+        resolve_defense,
+        transfer_mismatches,
+    )
+
+    shipped = [name for name in BUNDLED_DEFENSES if bundled_defense(name) is not None]
+    assert "nanotrack_v2" in shipped
+    for name in shipped:
+        tracker = tracking.create(name)
+        card = read_defense_card(bundled_defense(name))
+        assert card["tracker"] == name and transfer_mismatches(card, tracker, card["where"]) == []
+        assert card["num_parameters"] < 2_000_000  # a few MB at most
+        assert resolve_defense("bundled", name) == bundled_defense(name)
+        d = defended_from_checkpoint(tracker, "bundled")
+        assert d.name == f"{name}_unet-{card['where']}" and d.base is tracker
+    with pytest.raises(ValueError, match="no defense ships for tracker 'siamrpn_alex'"):
+        resolve_defense("bundled", "siamrpn_alex")
+    with pytest.raises(ValueError, match="family 'nanotrack'"):
+        defended_from_checkpoint(tracking.create("siamrpn_alex"), "bundled:nanotrack_v2")
+    t = defended_from_checkpoint(tracking.create("siamrpn_alex"), "bundled:nanotrack_v2", allow_transfer=True)
+    assert t.name == "siamrpn_alex_unet-both-from-nanotrack_v2"

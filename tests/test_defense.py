@@ -181,7 +181,7 @@ def _defended_noisy(tracker, unet_kw):
     unet = DefenseUNet(**unet_kw)
     d = defended(tracker, _noisy_unet(unet, scale=0.3), where="both", unet=unet)
     assert isinstance(d, DefendedTracker) and isinstance(d, tracking.Tracker)
-    assert d.name == f"{tracker.name}+unet(both)" == d.config.name
+    assert d.name == f"{tracker.name}_unet-both" == d.config.name
     assert d.config.family == tracker.config.family and d.model is tracker.model
     assert d.base is tracker and d.defense_variables is d.unet_variables
     return d
@@ -306,7 +306,7 @@ def test_where_selects_the_branch():
     emb = TOY.embed_template(TOY_VARS, z)
     for where in defense.WHERE:
         d = defended(TOY, uv, where=where, unet=unet)
-        assert d.name == f"toy+unet({where})"
+        assert d.name == f"toy_unet-{where}"
         want_z = z if where == "search" else uz
         want_x = x if where == "template" else ux
         got = jax.jit(lambda z, x, d=d: (d.embed_template(TOY_VARS, z), d.head(TOY_VARS, emb, x), d.head(TOY_VARS, emb, x[None])))
@@ -401,16 +401,16 @@ def test_delegation_to_the_family_including_opencv_nanotrack():
     for a, b in zip(got, want):  # OpenCV's decode (centre-based penalty), not pysot's
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(got[2]), np.asarray(pysot[2]))
-    with pytest.raises(ValueError, match=r"nanotrack_v2_opencv\+unet\(search\): head output"):
+    with pytest.raises(ValueError, match=r"nanotrack_v2_opencv_unet-search: head output"):
         d._check_score_size(jnp.zeros((1, 5, 5, 2)))  # a family method runs on the wrapper
     with pytest.raises(AttributeError):
         d.no_such_attribute  # noqa: B018
     assert hash(d) != hash(base) and d != base and {d: 1}[d] == 1  # hashable by identity (a static jit argument)
     anchors = defended(tracking.create("siamrpn_alex"), uv, unet=unet)
     np.testing.assert_array_equal(anchors.anchors, tracking.create("siamrpn_alex").anchors)
-    assert dataclasses.replace(d, where="both").config.name == "nanotrack_v2_opencv+unet(both)"
+    assert dataclasses.replace(d, where="both").config.name == "nanotrack_v2_opencv_unet-both"
     nested = defended(d, uv, where="template", unet=unet)
-    assert nested.name == "nanotrack_v2_opencv+unet(search)+unet(template)"
+    assert nested.name == "nanotrack_v2_opencv_unet-search_unet-template"
     np.testing.assert_array_equal(nested.grid, base.grid)
 
 
@@ -436,7 +436,7 @@ def test_defense_checkpoint_round_trip(tmp_path):
     assert jax.tree_util.tree_structure(uv) == jax.tree_util.tree_structure(loaded)
 
     d = defense.defended_from_checkpoint(tracker, path)
-    assert d.where == "both" and d.unet == unet and d.name == "nanotrack_v2+unet(both)"
+    assert d.where == "both" and d.unet == unet and d.name == "nanotrack_v2_unet-both-def"
     assert defense.defended_from_checkpoint(tracker, path, where="search").where == "search"
     # same family and crop sizes, another tracker of it: allowed
     assert defense.defended_from_checkpoint(tracking.create("nanotrack_v3"), path).base.name == "nanotrack_v3"
@@ -471,7 +471,7 @@ def test_defense_checkpoint_mismatches_are_refused(tmp_path):
         defense.defended_from_checkpoint(nano, path, where="both")
     # transfer experiments deploy it anyway
     d = defense.defended_from_checkpoint(tracking.create("siamfcpp_alexnet"), path, where="both", allow_transfer=True)
-    assert d.name == "siamfcpp_alexnet+unet(both)"
+    assert d.name == "siamfcpp_alexnet_unet-both-nano_tmpl-from-nanotrack_v2"
 
     # a card whose U-Net hyper-parameters do not match the stored tree
     edited = json.loads((path / "card.json").read_text())

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import re
 import types
 from typing import Any
 
@@ -105,6 +106,7 @@ class DefendedTracker(TrackerWrapper):
     unet: DefenseUNet = None  # type: ignore[assignment]
     unet_variables: Any = None
     where: str = "both"
+    label: str = ""  # tells U-Nets apart in the name (results folders): e.g. "from-siamfcpp_tiny" for transfer
 
     def __post_init__(self):
         if not isinstance(self.base, Tracker):
@@ -112,6 +114,8 @@ class DefendedTracker(TrackerWrapper):
         if not isinstance(self.unet, DefenseUNet):
             raise TypeError(f"DefendedTracker.unet must be a DefenseUNet, got {type(self.unet).__name__}")
         _check_where(self.where)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]*", self.label):
+            raise ValueError(f"label must be letters, digits, '_', '.', '-' (it names result folders), got {self.label!r}")
         # derived from base, so that dataclasses.replace(d, where=...) keeps the name consistent
         object.__setattr__(self, "config", _renamed_config(self.base.config, self.name))
         object.__setattr__(self, "model", self.base.model)
@@ -119,7 +123,7 @@ class DefendedTracker(TrackerWrapper):
     # ------------------------------------------------------------------ identity and fallback
     @property
     def name(self) -> str:
-        return f"{self.base.name}+unet({self.where})"
+        return f"{self.base.name}_unet-{self.where}" + (f"-{self.label}" if self.label else "")
 
     @property
     def defense_variables(self):
@@ -231,12 +235,14 @@ def _renamed_config(config, name: str):
     return config
 
 
-def defended(tracker: Tracker, unet_variables, where: str = "both", unet: DefenseUNet | None = None) -> DefendedTracker:
+def defended(tracker: Tracker, unet_variables, where: str = "both", unet: DefenseUNet | None = None,
+             label: str = "") -> DefendedTracker:
     """``tracker`` with the U-Net ``unet`` (default ``DefenseUNet()``) applied to its template crops
     (``where="template"``), search crops (``"search"``) or both, at the network input.
 
     The result has the same interface and takes the same tracker ``variables``; ``unet_variables`` (``{"params":
-    …}`` of ``unet``) are held by the wrapper. Its name is ``f"{tracker.name}+unet({where})"``.
+    …}`` of ``unet``) are held by the wrapper. Its name is ``f"{tracker.name}_unet-{where}"`` plus ``-{label}``
+    when a label is given (shell-friendly: it names result folders).
     """
     _check_where(where)
     if not isinstance(tracker, Tracker):
@@ -252,4 +258,5 @@ def defended(tracker: Tracker, unet_variables, where: str = "both", unet: Defens
         unet=unet,
         unet_variables=unet_variables,
         where=where,
+        label=label,
     )

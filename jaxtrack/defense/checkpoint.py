@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,9 +39,12 @@ from jaxtrack.models.unet import DefenseUNet, unet_hparams
 __all__ = [
     "CARD_FORMAT",
     "CARD_NAME",
+    "BUNDLED_DEFENSES",
     "VARIABLES_DIR",
     "LoadedDefense",
     "branches",
+    "bundled_defense",
+    "resolve_defense",
     "defended_from_checkpoint",
     "defense_meta",
     "load_defense",
@@ -54,6 +58,35 @@ VARIABLES_DIR = "variables"
 CARD_FORMAT = "jaxtrack-defense"
 CARD_FORMAT_VERSION = 1
 _BRANCHES = ("template", "search")
+
+#: Defenses trained by this project and shipped inside the package (``jaxtrack/assets/defenses``), by the name of
+#: the tracker they were trained with; each card says how (config, data, steps).
+BUNDLED_DEFENSES = {
+    "nanotrack_v2": "defenses/nanotrack_v2",
+    "siamfcpp_tiny": "defenses/siamfcpp_tiny",
+}
+
+
+def bundled_defense(tracker_name: str) -> Path | None:
+    """The defense shipped for ``tracker_name``, if any."""
+    rel = BUNDLED_DEFENSES.get(tracker_name)
+    path = Path(__file__).resolve().parent.parent / "assets" / rel if rel else None
+    return path if path is not None and (path / CARD_NAME).is_file() else None
+
+
+def resolve_defense(spec: str | os.PathLike, tracker_name: str) -> Path:
+    """The folder a defense spec names: a path, ``bundled`` (the defense shipped for ``tracker_name``) or
+    ``bundled:<tracker>`` (the one shipped for another tracker: transfer experiments)."""
+    text = str(spec)
+    if text == "bundled" or text.startswith("bundled:"):
+        name = text.partition(":")[2] or tracker_name
+        path = bundled_defense(name)
+        if path is None:
+            have = ", ".join(n for n in BUNDLED_DEFENSES if bundled_defense(n) is not None) or "none"
+            raise ValueError(f"--defense {text}: no defense ships for tracker {name!r} (shipped: {have}); "
+                             f"train one with jaxtrack train-defense and pass its folder")
+        return path
+    return Path(spec)
 
 
 class LoadedDefense(NamedTuple):
@@ -227,13 +260,29 @@ def transfer_mismatches(card: Mapping, tracker, where: str) -> list[str]:
     return out
 
 
-def defended_from_checkpoint(tracker, path: str | os.PathLike, where: str | None = None, allow_transfer: bool = False):
-    """:func:`jaxtrack.defense.defended` with the U-Net of the checkpoint at ``path`` (``where`` defaults to the
-    card's). Refuses (``ValueError`` naming the card and every mismatch) a checkpoint trained with another family
+def _label(card: Mapping, folder: Path, tracker_name: str, bundled: bool) -> str:
+    parts = []
+    if not bundled:
+        name = str(card.get("info", {}).get("config_name") or folder.name)
+        parts.append(re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
+    if card.get("tracker") != tracker_name:
+        parts.append(f"from-{card.get('tracker')}")
+    return "-".join(parts)
+
+
+def defended_from_checkpoint(tracker, path: str | os.PathLike, where: str | None = None, allow_transfer: bool = False,
+                             label: str | None = None):
+    """:func:`jaxtrack.defense.defended` with the U-Net of the checkpoint at ``path`` (a folder, or ``bundled`` /
+    ``bundled:<tracker>``: see :func:`resolve_defense`; ``where`` defaults to the card's).
+
+    The wrapper's name tells U-Nets apart (``label``, by default: the card's training config name for a folder
+    that is not shipped, then ``from-<tracker>`` when the U-Net was trained with another tracker), e.g.
+    ``nanotrack_v2_unet-both`` (the shipped one), ``nanotrack_v2_unet-both-from-siamfcpp_tiny`` (transfer),
+    ``nanotrack_v2_unet-search-unet_nanotrack`` (a folder of ``jaxtrack train-defense``). Refuses (``ValueError`` naming the card and every mismatch) a checkpoint trained with another family
     or other crop sizes unless ``allow_transfer=True``."""
     from jaxtrack.defense import defended
 
-    folder = Path(path)
+    folder = resolve_defense(path, tracker.name)
     card = read_defense_card(folder)  # checked before reading any array
     where = card["where"] if where is None else where
     problems = transfer_mismatches(card, tracker, where)
@@ -244,4 +293,7 @@ def defended_from_checkpoint(tracker, path: str | os.PathLike, where: str | None
             + "\npass allow_transfer=True to deploy it anyway (transfer experiments)"
         )
     unet, variables, _ = load_defense(folder)
-    return defended(tracker, variables, where=where, unet=unet)
+    if label is None:
+        bundled = any(folder == bundled_defense(n) for n in BUNDLED_DEFENSES)
+        label = _label(card, folder, tracker.name, bundled)
+    return defended(tracker, variables, where=where, unet=unet, label=label)
