@@ -59,13 +59,9 @@ batches the uninterrupted run would have drawn and ends where it would have ende
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
-import math
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,12 +82,20 @@ from jaxtrack.train.config import (
 from jaxtrack.train.mesh import (
     batch_sharding,
     make_data_mesh,
-    maybe_initialize_distributed,
     replicate,
     replicated,
     shard_batch,
 )
-from jaxtrack.train.state import TrainState, abstract_state, check_prefixes, create_train_state, make_optimizer
+from jaxtrack.train.runner import (
+    METRICS_FILE,
+    host_copy,
+    initial_state,
+    local_batch_size,
+    plot_metrics,
+    run_loop,
+    start_run,
+)
+from jaxtrack.train.state import TrainState, check_prefixes, create_train_state, make_optimizer
 
 __all__ = [
     "DEFENSE_CONFIGS",
@@ -323,9 +327,9 @@ def unet_siamfcpp_tiny() -> DefenseTrainConfig:
 
         jaxtrack train-defense --config unet_siamfcpp_tiny --workdir runs/unet_siamfcpp_tiny --eval-pairs 32
 
-    As ``unet_nanotrack`` (small U-Net on both branches, PGD-3 Dua-Loss against the frozen tracker, 600 steps of
-    8 pairs from 32 synthetic sequences and OTB David / Jogging-2) with the tracker's own data settings
-    (video_analyst-style augmentation).
+    As ``unet_nanotrack`` (small U-Net on both branches, PGD-3 Dua-Loss against the frozen tracker, 8 pairs from
+    32 synthetic sequences and OTB David / Jogging-2) with the tracker's own data settings (video_analyst-style
+    augmentation) and 300 steps: a step costs twice NanoTrack's on this CPU (~25 min).
     """
     base = unet_nanotrack()
     return dataclasses.replace(
@@ -333,6 +337,7 @@ def unet_siamfcpp_tiny() -> DefenseTrainConfig:
         name="unet_siamfcpp_tiny",
         tracker="siamfcpp_tiny",
         tracker_weights="bundled",
+        steps=300,
         data=dataclasses.replace(base.data, style="siamfcpp", shift=0.4, scale=0.3),
     )
 
@@ -832,10 +837,9 @@ def export_defense(workdir, config: DefenseTrainConfig, tracker, params, info: d
     """Write the trained U-Net(s) with :func:`jaxtrack.defense.save_defense` into ``workdir/defense`` (or
     ``defense_template`` + ``defense_search`` with one U-Net per branch); returns the folders."""
     from jaxtrack.defense import defense_meta, save_defense
-    from jaxtrack.train.loop import _host_copy
 
     workdir = Path(workdir)
-    params = _host_copy(params)
+    params = host_copy(params)
     unet = config.unet.module()
     if _separate(config):
         parts = [(workdir / f"{DEFENSE_DIR}_{b}", b, branch_variables(config, params, b)) for b in ("template", "search")]
@@ -902,31 +906,9 @@ def train_defense(
         default :func:`jaxtrack.train.loop.make_data_iterator`.
       log: where notes go (default: stderr, process 0 only).
     """
-    import grain
-    import orbax.checkpoint as ocp
-    from tqdm import tqdm
+    from jaxtrack.train.loop import make_data_iterator
 
-    from jaxtrack.fileio import atomic_write_text
-    from jaxtrack.train.loop import (
-        CHECKPOINT_DIR,
-        METRICS_FILE,
-        TrainingDataError,
-        _config_differences,
-        _DataPosition,
-        _host_copy,
-        _scalars,
-        _sigterm_as_interrupt,
-        _truncate_metrics,
-        make_data_iterator,
-        plot_metrics,
-    )
-
-    maybe_initialize_distributed()
-    primary = jax.process_index() == 0
-    if log is None:
-        log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if primary else (lambda msg: None)
-    workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, log = start_run(workdir, log)
     if tracker_variables is None:
         tracker, tracker_variables, weights_source = load_tracker(config, tracker)
     else:
@@ -935,142 +917,45 @@ def train_defense(
 
             tracker = tracking.create(config.tracker)
         weights_source = "given" if config.tracker_weights in ("", "shared") else config.tracker_weights
-
     mesh = make_data_mesh()
-    n_dev, n_proc = mesh.size, jax.process_count()
-    if config.batch_size % n_dev or config.batch_size % n_proc:
-        raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {n_dev} devices "
-                         f"({n_proc} processes); set --set batch_size=...")
-    local_batch = config.batch_size // n_proc
-
-    cfg_path = workdir / CONFIG_FILE
-    cfg_dict = config_to_dict(config)
-    if cfg_path.is_file() and primary:
-        try:
-            diffs = _config_differences(json.loads(cfg_path.read_text(encoding="utf-8")), cfg_dict)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            diffs = ["(unreadable config.json)"]
-        if diffs:
-            log(f"note: the configuration differs from the one recorded in {cfg_path}: " + "; ".join(diffs))
-    if primary:
-        atomic_write_text(cfg_path, json.dumps(cfg_dict, indent=1) + "\n")
-
-    ckpt_dir = workdir / CHECKPOINT_DIR
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.keep, create=True, enable_async_checkpointing=False)
-    manager = ocp.CheckpointManager(ckpt_dir, options=options)
-    latest = manager.latest_step()
-
+    local_batch = local_batch_size(config.batch_size, mesh)
     key_init, key_run = jax.random.split(jax.random.key(config.seed))
-    if latest is not None:
-        unet_params = _abstract_unet_params(config)
-    elif unet_params is None:
-        unet_params = init_unet_params(config, key_init)
-    check_prefixes(unet_params, config.optim)
-    tx, _, core = _step_for(tracker, config, mesh)
-    tvars = replicate(tracker_variables, mesh)
 
-    it = (data_iterator or make_data_iterator)(config, tracker, workdir, local_batch)
-    position = _DataPosition()
-    metrics_path = workdir / METRICS_FILE
-    variables = {"params": unet_params}
-    if latest is not None:
-        target = abstract_state(jax.eval_shape(lambda v: create_train_state(v, tx, key_run), variables), mesh)
-        restored = manager.restore(latest, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(position)))
-        state: TrainState = restored.state
-        it.set_state(position.state)
-        if primary:
-            _truncate_metrics(metrics_path, int(state.step))
-        log(f"resumed from {ckpt_dir / str(latest)} (step {latest})")
-    else:
-        state = replicate(create_train_state(variables, tx, key_run), mesh)
-        if primary and metrics_path.exists():
-            metrics_path.unlink()
-    start = int(jax.device_get(state.step))
-    end = config.steps if stop_at is None else min(int(stop_at), config.steps)
+    def setup(resuming: bool):
+        params = _abstract_unet_params(config) if resuming else unet_params
+        if params is None:
+            params = init_unet_params(config, key_init)
+        check_prefixes(params, config.optim)
+        tx, _, core = _step_for(tracker, config, mesh)
+        tvars = replicate(tracker_variables, mesh)
+        state = initial_state({"params": params}, tx, key_run, mesh, abstract=resuming)
+        return state, lambda st, batch, key: core(st, tvars, batch, key)
 
-    def save(st, data_state, step):
-        manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(st), data=grain.checkpoint.CheckpointSave(_DataPosition(data_state))),
-            force=True)
-        manager.wait_until_finished()
+    make_iter = data_iterator or make_data_iterator
+    out = run_loop(
+        workdir, name=config.name, config_record=config_to_dict(config), setup=setup,
+        make_iterator=lambda: make_iter(config, tracker, workdir, local_batch), mesh=mesh, steps=config.steps,
+        batch_size=config.batch_size, log_every=config.log_every, save_every=config.save_every, keep=config.keep,
+        stop_at=stop_at, progress=progress, postfix=_progress_postfix, log=log,
+    )
 
-    bar = tqdm(total=config.steps, initial=start, desc=config.name, unit="step", dynamic_ncols=True,
-               disable=not (progress and primary), file=sys.stderr)
-    last_saved = latest if latest is not None else -1
-    done_state, done_data, done_step = state, position.state, start
-    last_metrics: dict = {}
-    t_mark, step_mark, wait = time.perf_counter(), start, 0.0
-    log_file = open(metrics_path, "a", encoding="utf-8") if primary else None
-    try:
-        with _sigterm_as_interrupt():
-            for step in range(start, end):
-                t0 = time.perf_counter()
-                try:
-                    batch = next(it)
-                except StopIteration:
-                    raise TrainingDataError(f"the input pipeline ended before step {step + 1}") from None
-                except Exception as err:
-                    kept = f"step {last_saved} in {ckpt_dir}" if last_saved >= 0 else "none written yet"
-                    raise TrainingDataError(
-                        f"training data error before step {step + 1}: {err} -- the run stopped; last checkpoint: "
-                        f"{kept} (intact; fix or remove the file, or --set data.on_corrupt=skip, then run the same "
-                        f"command to resume)") from err
-                data_state = it.get_state()
-                wait += time.perf_counter() - t0
-                state, metrics = core(state, tvars, shard_batch(batch, mesh), state.step_key(step))
-                done_state, done_data, done_step = state, data_state, step + 1
-                s = step + 1
-                if s % config.log_every == 0 or s == end:
-                    row = _scalars(metrics)
-                    now = time.perf_counter()
-                    dt = max(now - t_mark, 1e-9)
-                    row = {"step": s, **row, "pairs_per_s": (s - step_mark) * config.batch_size / dt,
-                           "data_wait": wait / dt, "time": time.time()}
-                    t_mark, step_mark, wait = now, s, 0.0
-                    last_metrics = row
-                    if log_file is not None:
-                        log_file.write(json.dumps(row) + "\n")
-                        log_file.flush()
-                    if not math.isfinite(row["loss"]):
-                        raise FloatingPointError(f"loss is {row['loss']} at step {s}; last checkpoint: step "
-                                                 f"{last_saved} in {ckpt_dir}")
-                    bar.set_postfix(adv=f"{row['adv']:.4f}", clean=f"{row['clean']:.4f}",
-                                    undef=f"{row['undefended_adv']:.4f}", pairs_s=f"{row['pairs_per_s']:.1f}")
-                bar.update(1)
-                if s % config.save_every == 0 or s == end:
-                    save(state, data_state, s)
-                    last_saved = s
-    except KeyboardInterrupt:
-        if done_step > last_saved and done_step > start:
-            try:
-                save(done_state, done_data, done_step)
-                log(f"interrupted: checkpoint of step {done_step} saved in {ckpt_dir}; run the same command to resume")
-            except Exception as err:  # noqa: BLE001 - the previous checkpoint is still there
-                log(f"interrupted: could not save step {done_step} ({err}); resume from step {last_saved}")
-        raise
-    finally:
-        bar.close()
-        if log_file is not None:
-            log_file.close()
-        manager.close()
-        close = getattr(it, "close", None)
-        if callable(close):
-            with contextlib.suppress(Exception):
-                close()
-
-    final = int(jax.device_get(state.step))
-    params = _host_copy(state.params)
+    params = host_copy(out.state.params)
     exported: list = []
-    if final >= config.steps:
+    if out.step >= config.steps:
         if export:
             exported = export_defense(workdir, config, tracker, params,
-                                      _card_info(config, tracker, weights_source, final))
-        if plot and primary:
-            plot_metrics(metrics_path, workdir / "loss.png",
+                                      _card_info(config, tracker, weights_source, out.step))
+        if plot and jax.process_index() == 0:
+            plot_metrics(workdir / METRICS_FILE, workdir / "loss.png",
                          title=f"{config.name}: U-Net loss ({tracker.name}, where={config.where})")
-    return DefenseTrainResult(workdir=workdir, step=final, metrics=last_metrics, defense=exported,
-                              resumed_from=latest, params=params)
+    return DefenseTrainResult(workdir=workdir, step=out.step, metrics=out.metrics, defense=exported,
+                              resumed_from=out.resumed_from, params=params)
+
+
+def _progress_postfix(row: dict) -> dict:
+    """The progress bar's summary of a metrics line."""
+    return {"adv": f"{row['adv']:.4f}", "clean": f"{row['clean']:.4f}", "undef": f"{row['undefended_adv']:.4f}",
+            "pairs_s": f"{row['pairs_per_s']:.1f}"}
 
 
 # ----------------------------------------------------------------------------------------------- held-out check
