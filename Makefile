@@ -16,7 +16,7 @@ demo: install
 	$(BIN)/jaxtrack demo
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 bench: install
 	$(BIN)/python benchmarks/tracking_speed.py

@@ -206,3 +206,18 @@ def test_video_with_box_files(tmp_path):
         load_video(path, tmp_path / "long.txt")
     with pytest.raises(FileNotFoundError, match="nothing.avi"):
         load_video(tmp_path / "nothing.avi")
+
+
+def test_head_cuts_every_per_frame_field(data_dir):
+    from jaxtrack.data.datasets import load_dataset
+
+    bag = load_dataset("vot2018", data_dir / "sequences/VOT2018", sequences=["bag"])[0]
+    h = bag.head(10)
+    assert h.num_frames == 10 and h.frame_paths == bag.frame_paths[:10]
+    np.testing.assert_array_equal(h.ground_truth, bag.ground_truth[:10])
+    np.testing.assert_array_equal(h.polygons, bag.polygons[:10])
+    assert set(h.tags) == set(bag.tags) and all(np.array_equal(h.tags[k], bag.tags[k][:10]) for k in bag.tags)
+    np.testing.assert_array_equal(h.frame(9), bag.frame(9))
+    assert bag.head(10_000) is bag
+    with pytest.raises(ValueError, match="'bag': head needs n >= 1"):
+        bag.head(0)

@@ -230,6 +230,24 @@ class Sequence:
     def __len__(self) -> int:
         return self.num_frames
 
+    def head(self, n: int) -> Sequence:
+        """The first ``n`` frames (every per-frame field cut to match; the same sequence if it is not longer)."""
+        if n < 1:
+            raise ValueError(f"sequence {self.name!r}: head needs n >= 1, got {n}")
+        if n >= self.num_frames:
+            return self
+        changes: dict[str, Any] = {"ground_truth": self.ground_truth[:n] if self.has_ground_truth else self.ground_truth,
+                                   "tags": {k: v[:n] for k, v in self.tags.items()}}
+        if self.frame_paths is not None:
+            changes["frame_paths"] = self.frame_paths[:n]
+        else:
+            changes["video_num_frames"] = n
+        if self.polygons is not None:
+            changes["polygons"] = self.polygons[:n]
+        if self.visible is not None:
+            changes["visible"] = self.visible[:n]
+        return dataclasses.replace(self, **changes)
+
     @property
     def has_ground_truth(self) -> bool:
         return self.ground_truth.shape[0] > 0

@@ -1,0 +1,451 @@
+"""DuaLossDef evaluated: clean / attacked / defended / defended under non-adaptive and adaptive attacks, the
+ablations (where the U-Net sits, transfer to another family), the adaptive attack's convergence, and the cost.
+
+Run (the README's figures)::
+
+    .venv/bin/python experiments/defense_table.py --grid headline
+    .venv/bin/python experiments/defense_table.py --grid full          # issue 7's whole grid (accelerators)
+
+Every cell is one tracker built with :func:`jaxtrack.robust.wrap` and run by the benchmark runner into
+``--results`` (pysot layout, resumable), then scored with pysot's OTB metrics. The same cell from the command line::
+
+    jaxtrack eval --model nanotrack_v2 --dataset otb-folder --root ../shared/data/sequences/OTB \\
+        --sequences Crossing,Couple,KiteSurf,Football1 --attack pgd --eps 8 --steps 10 --loss dua \\
+        --defense bundled [--adaptive] [--defense-where search] [--restarts 5]
+
+Conditions (labels from the clean prediction; budgets in grey levels of the crop; the attacked branch is the
+search crop of every frame):
+
+* ``clean`` / ``defended``: no attack, without / with the U-Net shipped for the tracker (``--defense bundled``);
+* ``attacked``: the undefended tracker under the attack;
+* ``non-adaptive``: the defended tracker fed the crops attacked on the undefended tracker (the attacker does not
+  know the defense);
+* ``adaptive``: white-box, the attack's gradient flows through the U-Net end to end;
+* ablations: the U-Net on the template only / the search only; the U-Net of the *other* family (transfer).
+
+Sequences: each model runs on the sets of ``--plan`` -- by default NanoTrack (real weights) on the real OTB
+sequences that no defense was trained on (Crossing, Couple, KiteSurf, Football1; the shipped defenses trained on
+David and Jogging-2) and the compact SiamFC++ (weak on real video: OTB AUC 0.16) on held-out synthetic sequences
+(dataset seed 90 000; training used seed 0).
+
+Convergence of the adaptive attack (``--convergence-pairs N``): on N held-out synthetic crop pairs, PGD through the
+U-Net for 100 steps from 5 random starts (Dua-Loss and margin loss), the loss traced at every step; its success rate
+is compared with PGD-10 (adaptive, and non-adaptive): the adaptive attack must not be weaker than the non-adaptive
+one. Cost (``--cost-iters``): U-Net milliseconds on a search crop and its share of a defended tracking step.
+
+Writes ``docs/defense_table.md`` and ``docs/defense_table.png`` (+ ``docs/defense_convergence.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxtrack import attacks, robust, tracking  # noqa: E402
+from jaxtrack.attacks import OnlineAttack, attack_config  # noqa: E402
+from jaxtrack.data.datasets import load_dataset  # noqa: E402
+from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
+from jaxtrack.defense.checkpoint import (  # noqa: E402
+    BUNDLED_DEFENSES,
+    bundled_defense,
+    defended_from_checkpoint,
+    read_defense_card,
+)
+from jaxtrack.eval.benchmark import run_dataset  # noqa: E402
+from jaxtrack.eval.report import score_results  # noqa: E402
+from jaxtrack.fileio import atomic_write_text  # noqa: E402
+from jaxtrack.paths import shared_data_dir  # noqa: E402
+from jaxtrack.tracking.weights import default_checkpoint, load_tracker_variables  # noqa: E402
+
+DEFAULT_OTB = ("Crossing", "Couple", "KiteSurf", "Football1")
+DEFAULT_PLAN = "nanotrack_v2=otb,siamfcpp_tiny=synthetic"
+CONDITIONS = ("clean", "defended", "attacked", "non-adaptive", "adaptive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One row: a condition, the attack (None: clean) and the defense placement / origin."""
+
+    condition: str
+    attack: str | None = None  # fgsm | bim | pgd
+    loss: str = "dua"
+    eps: float = 8.0
+    steps: int = 10
+    restarts: int = 1
+    where: str = "both"
+    defense: str = "bundled"  # bundled (the tracker's own) | bundled:<tracker> (transfer)
+    ablation: str = ""  # "" | where | transfer
+
+    def online(self) -> OnlineAttack | None:
+        if self.attack is None:
+            return None
+        cfg = attack_config(self.attack, self.eps, self.steps, restarts=self.restarts)
+        return OnlineAttack(cfg, loss=self.loss, target="search")
+
+    def tracker(self, base):
+        defense = None
+        if self.condition not in ("clean", "attacked"):
+            spec, where, transfer = self.defense, self.where, self.defense != "bundled"
+
+            def defense(t):
+                return defended_from_checkpoint(t, spec, where, allow_transfer=transfer)
+
+        return robust.wrap(base, defense=defense, attack=self.online(), adaptive=self.condition == "adaptive")
+
+    def attack_text(self) -> str:
+        if self.attack is None:
+            return "–"
+        kind = "FGSM" if self.attack == "fgsm" else f"{self.attack.upper()}-{self.steps}"
+        restarts = f" ×{self.restarts} restarts" if self.restarts > 1 else ""
+        return f"{kind} {self.loss} ε{self.eps:g}{restarts}"
+
+    def defense_text(self) -> str:
+        if self.condition in ("clean", "attacked"):
+            return "–"
+        origin = "own" if self.defense == "bundled" else f"from {self.defense.partition(':')[2]}"
+        return f"{self.where}, {origin}"
+
+
+def other_family_defense(model: str) -> str | None:
+    """A shipped defense trained with another tracker (for the transfer ablation), if any."""
+    for name in BUNDLED_DEFENSES:
+        if name != model and bundled_defense(name) is not None:
+            return f"bundled:{name}"
+    return None
+
+
+def grid(name: str, model: str) -> list[Cell]:
+    pgd8 = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
+    cells = [Cell("clean"), Cell("defended"), Cell("attacked", **pgd8), Cell("non-adaptive", **pgd8),
+             Cell("adaptive", **pgd8), Cell("adaptive", **{**pgd8, "loss": "margin"})]
+    if name == "smoke":
+        return [Cell("clean"), Cell("defended"), Cell("attacked", "fgsm"), Cell("non-adaptive", "fgsm"),
+                Cell("adaptive", "fgsm")]
+    if name in ("headline", "full"):
+        cells += [Cell("non-adaptive", **pgd8, where=w, ablation="where") for w in ("template", "search")]
+        cells += [Cell("defended", where="search", ablation="where")]
+        other = other_family_defense(model)
+        if other is not None:
+            cells += [Cell("defended", defense=other, ablation="transfer"),
+                      Cell("non-adaptive", **pgd8, defense=other, ablation="transfer")]
+    if name == "full":
+        for attack in ("fgsm", "bim", "pgd"):
+            for loss in ("cls", "reg", "dua", "csa", "rtaa"):
+                for eps in (4.0, 8.0, 16.0):
+                    for cond in ("attacked", "non-adaptive", "adaptive"):
+                        c = Cell(cond, attack, loss, eps, 1 if attack == "fgsm" else 10)
+                        if c not in cells:
+                            cells.append(c)
+        cells += [Cell("adaptive", "pgd", loss, 8.0, 100, 5) for loss in ("dua", "margin")]
+    if name not in ("smoke", "headline", "full"):
+        raise ValueError(f"unknown grid {name!r}")
+    return cells
+
+
+def parse_plan(text: str) -> list[tuple[str, list[str]]]:
+    out = []
+    for item in filter(None, text.split(",")):
+        model, _, sets = item.partition("=")
+        sets_list = [s for s in sets.split("+") if s]
+        for s in sets_list:
+            if s not in ("otb", "synthetic"):
+                raise SystemExit(f"--plan {item!r}: unknown set {s!r} (otb, synthetic)")
+        out.append((model, sets_list or ["otb"]))
+    return out
+
+
+def load_sets(args) -> dict[str, tuple[str, list]]:
+    """{set: (dataset name for the runner, sequences)}."""
+    out = {}
+    otb_root = shared_data_dir() / "sequences/OTB"
+    cut = (lambda seqs: [s.head(args.max_frames) for s in seqs]) if args.max_frames else list
+    if otb_root.is_dir():
+        seqs = load_dataset("otb-folder", otb_root, sequences=args.otb_sequences.split(","))
+        out["otb"] = ("otb-folder", cut(seqs))
+    root = Path(args.results) / "synthetic_data"
+    generate_dataset(root, args.synthetic, SyntheticConfig(num_frames=args.synthetic_frames), seed=90_000)
+    out["synthetic"] = ("synthetic", cut(load_dataset("synthetic", root)))
+    return out
+
+
+SET_LABELS = {"otb": "OTB (real, held out)", "synthetic": "synthetic (held out)"}
+
+
+# ----------------------------------------------------------------------------------------------- sequences
+def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: dict, results: str) -> list[dict]:
+    base = tracking.create(model)
+    rows = []
+    for set_name in sets:
+        if set_name not in data:
+            print(f"skipping {model} on {set_name}: no sequences")
+            continue
+        dataset, seqs = data[set_name]
+        for cell in cells:
+            try:
+                tracker = cell.tracker(base)
+            except ValueError as err:  # e.g. no shipped defense for this model
+                print(f"skipping {model} {cell}: {err}")
+                continue
+            start = time.perf_counter()
+            run_dataset(tracker, variables, seqs, results, dataset, tracker.name, progress=True)
+            seconds = time.perf_counter() - start
+            scores = score_results(results, dataset, seqs, trackers=[tracker.name])[tracker.name]
+            rows.append({"model": model, "set": set_name, "cell": cell, "tracker": tracker.name,
+                         "auc": scores["success_auc"], "precision": scores["precision"], "seconds": seconds,
+                         "frames": int(sum(s.num_frames for s in seqs))})
+            print(f"{model} {set_name} {tracker.name}: AUC {scores['success_auc']:.3f} ({seconds:.0f} s)", flush=True)
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- convergence
+def convergence(model: str, variables, pairs: int, steps: int, restarts: int, eps: float, workdir: Path) -> dict:
+    """The adaptive attack on held-out crop pairs: loss traces of PGD-``steps`` through the U-Net from ``restarts``
+    random starts, and success rates (best-box IoU > 0.5) of every attack."""
+    from jaxtrack.train.defense import DEFENSE_CONFIGS, get_defense_config, gt_ref_boxes, heldout_pairs
+
+    path = bundled_defense(model)
+    card = read_defense_card(path)
+    name = card["info"]["config_name"]
+    config = get_defense_config(name if name in DEFENSE_CONFIGS else f"unet_{model.split('_v')[0]}")
+    base = tracking.create(model)
+    defended = defended_from_checkpoint(base, "bundled", where="both")
+    data = heldout_pairs(config, base, workdir / f"pairs_{model}", pairs=pairs, seed=2000)
+    z = jnp.asarray(data["template"], jnp.float32)
+    x = jnp.asarray(data["search"], jnp.float32)
+    ref = gt_ref_boxes(jnp.asarray(data["box"], jnp.float32), base.config.instance_size)
+
+    def dense(t, zz, xx):
+        s, b = t.dense_predictions(t.head(variables, t.embed_template(variables, zz[None]), xx[None]))
+        return s[0], b[0]
+
+    def iou(t, zz, xx, r):
+        return attacks.box_iou(attacks.best_box(*dense(t, zz, xx)), r)
+
+    def attack_one(t, zz, xx, r, loss, cfg, key, trace):
+        clean = jax.lax.stop_gradient(dense(t, zz, xx))
+        fn = attacks.LOSSES[loss]
+        return attacks.run_attack(lambda a: fn(*dense(t, zz, a), r, clean), xx, cfg, key, return_losses=trace)
+
+    out = {"pairs": pairs, "steps": steps, "restarts": restarts, "eps": eps, "success": {}, "traces": {}}
+    ious = jax.jit(jax.vmap(lambda zz, xx, r: iou(defended, zz, xx, r)))
+    ious_base = jax.jit(jax.vmap(lambda zz, xx, r: iou(base, zz, xx, r)))
+    out["success"]["clean, undefended"] = float(np.mean(np.asarray(ious_base(z, x, ref)) > 0.5))
+    out["success"]["clean, defended"] = float(np.mean(np.asarray(ious(z, x, ref)) > 0.5))
+    keys = jax.random.split(jax.random.key(7), pairs)
+    for loss in ("dua", "margin"):
+        pgd10 = attack_config("pgd", eps, 10)
+        def run10(t):
+            return jax.jit(jax.vmap(lambda zz, xx, r, k: attack_one(t, zz, xx, r, loss, pgd10, k, False)))
+
+        x_na = run10(base)(z, x, ref, keys)
+        x_ad = run10(defended)(z, x, ref, keys)
+        out["success"][f"{loss}: attacked (undefended), PGD-10"] = float(np.mean(np.asarray(ious_base(z, x_na, ref)) > 0.5))
+        out["success"][f"{loss}: non-adaptive, PGD-10"] = float(np.mean(np.asarray(ious(z, x_na, ref)) > 0.5))
+        out["success"][f"{loss}: adaptive, PGD-10"] = float(np.mean(np.asarray(ious(z, x_ad, ref)) > 0.5))
+        long = attack_config("pgd", eps, steps)
+        run_long = jax.jit(jax.vmap(lambda zz, xx, r, k: attack_one(defended, zz, xx, r, loss, long, k, True)))
+        finals, advs, traces = [], [], []
+        for r in range(restarts):
+            t0 = time.perf_counter()
+            x_adv, losses = run_long(z, x, ref, jax.vmap(lambda k: jax.random.fold_in(k, r))(keys))
+            advs.append(np.asarray(x_adv))
+            traces.append(np.asarray(losses))  # [pairs, steps + 1]
+            finals.append(np.asarray(losses)[:, -1])
+            print(f"{model} {loss}: restart {r + 1}/{restarts} of PGD-{steps} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+        traces = np.stack(traces)  # [R, pairs, steps + 1]
+        best = np.argmax(np.stack(finals), axis=0)  # per pair
+        x_best = np.stack([advs[b][i] for i, b in enumerate(best)])
+        out["success"][f"{loss}: adaptive, PGD-{steps}"] = float(np.mean(np.asarray(ious(z, jnp.asarray(advs[0]), ref)) > 0.5))
+        out["success"][f"{loss}: adaptive, PGD-{steps} ×{restarts} restarts"] = float(
+            np.mean(np.asarray(ious(z, jnp.asarray(x_best), ref)) > 0.5))
+        # best over restarts at every step, mean over pairs
+        out["traces"][loss] = np.mean(np.max(traces, axis=0), axis=0).tolist()
+        out["traces"][f"{loss} (one restart)"] = np.mean(traces[0], axis=0).tolist()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- cost
+def cost(model: str, variables, iters: int) -> dict:
+    """Median ms of a tracking step undefended and defended (both branches; the template U-Net runs at init)."""
+    from benchmarks.defense_speed import interleaved
+
+    from jaxtrack.data.sequence import load_otb_folder
+
+    seq = load_otb_folder(shared_data_dir() / "sequences/OTB/Crossing")
+    f0, f1 = seq.frame(0), seq.frame(1)
+    box0 = seq.ground_truth[0].astype(np.float32)
+    base = tracking.create(model)
+    d = defended_from_checkpoint(base, "bundled", where="both")
+    crop = np.asarray(base.search_crop(f1, *base.box_to_center_size(jnp.asarray(box0)),
+                                       jnp.asarray(f1).reshape(-1, 3).mean(0))[0])
+    s0, s1 = base.init(variables, f0, box0), d.init(variables, f0, box0)
+    defend = jax.jit(d.defend)
+    t = interleaved({"step": lambda: base.step(variables, s0, f1), "defended": lambda: d.step(variables, s1, f1),
+                     "unet": lambda: defend(crop)}, rounds=max(1, iters // 5), iters=5)
+    return {"step_ms": t["step"] * 1e3, "defended_ms": t["defended"] * 1e3, "unet_ms": t["unet"] * 1e3,
+            "share": 1.0 - t["step"] / t["defended"], "crop": int(base.config.instance_size)}
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    clean = {(r["model"], r["set"]): r["auc"] for r in rows if r["cell"].condition == "clean"}
+    lines = [
+        f"DuaLossDef, `experiments/defense_table.py {args.command or '(defaults)'}` (the U-Nets shipped in "
+        "`jaxtrack/assets/defenses`; attacks on every frame's search crop, ε in grey levels, labels from the clean "
+        "prediction; success AUC / precision at 20 px with pysot's OTB metrics).",
+        "",
+        "| model | sequences | condition | attack | defense (where, trained with) | ablation | success AUC | P@20 | "
+        "AUC / clean | frames/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c: Cell = r["cell"]
+        ratio = r["auc"] / max(clean.get((r["model"], r["set"]), float("nan")), 1e-9)
+        lines.append(f"| {r['model']} | {SET_LABELS[r['set']]} | {c.condition} | {c.attack_text()} | "
+                     f"{c.defense_text()} | {c.ablation or '–'} | {r['auc']:.3f} | {r['precision']:.3f} | "
+                     f"{ratio:.2f} | {r['frames'] / r['seconds']:.1f} |")
+    lines.append("")
+    lines.append("frames/s: the whole run of that cell on this 2-core CPU, compile included.")
+    for model, c in conv.items():
+        lines += ["", f"**Adaptive attack on {model}**: {c['pairs']} held-out synthetic crop pairs, PGD through the "
+                      f"U-Net, ε = {c['eps']:g}, success = best-box IoU > 0.5 (lower = stronger attack).", "",
+                  "| attack | success |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in c["success"].items()]
+        for loss in ("dua", "margin"):
+            tr = c["traces"][loss]
+            s = c["steps"]
+            lines.append("")
+            lines.append(f"{loss} loss, best over restarts, mean over pairs: step 10 {tr[10]:.3f}, step {s // 2} "
+                         f"{tr[s // 2]:.3f}, step {s} {tr[s]:.3f} (gain over the last half: {tr[s] - tr[s // 2]:+.3f}).")
+    if costs:
+        lines += ["", "**Cost** (median over interleaved runs; this 2-core CPU, shared):", "",
+                  "| model | search crop | U-Net (ms) | step (ms) | defended step (ms) | U-Net share |",
+                  "|---|---|---|---|---|---|"]
+        for model, c in costs.items():
+            lines.append(f"| {model} | {c['crop']} | {c['unet_ms']:.1f} | {c['step_ms']:.1f} | "
+                         f"{c['defended_ms']:.1f} | {c['share']:.0%} |")
+    table = "\n".join(lines) + "\n"
+    atomic_write_text(docs / "defense_table.md", table)
+    print(table)
+    raw = [{**{k: v for k, v in r.items() if k != "cell"}, "cell": dataclasses.asdict(r["cell"])} for r in rows]
+    atomic_write_text(Path(args.results) / "defense_table.json",
+                      json.dumps({"rows": raw, "convergence": conv, "cost": costs}, indent=1))
+    plot(rows, docs / "defense_table.png")
+    if conv:
+        plot_convergence(conv, docs / "defense_convergence.png")
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["model"], r["set"]) for r in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False)
+    for ax, (model, set_name) in zip(axes[0], groups):
+        sub = [r for r in rows if (r["model"], r["set"]) == (model, set_name)]
+        labels = [f"{r['cell'].condition}\n{r['cell'].attack_text()}\n{r['cell'].defense_text()}" for r in sub]
+        colours = {"clean": "tab:green", "defended": "tab:olive", "attacked": "tab:red", "non-adaptive": "tab:blue",
+                   "adaptive": "tab:purple"}
+        ax.bar(range(len(sub)), [r["auc"] for r in sub], color=[colours[r["cell"].condition] for r in sub])
+        ax.set_xticks(range(len(sub)), labels, rotation=70, fontsize=5.5, ha="right")
+        ax.set_ylabel("success AUC")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{model}, {SET_LABELS[set_name]}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    _save(fig, path)
+
+
+def plot_convergence(conv: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 * len(conv), figsize=(4.2 * 2 * len(conv), 3.4), squeeze=False)
+    i = 0
+    for model, c in conv.items():
+        for loss in ("dua", "margin"):
+            ax = axes[0][i]
+            i += 1
+            ax.plot(c["traces"][loss], label=f"best of {c['restarts']} restarts")
+            ax.plot(c["traces"][f"{loss} (one restart)"], "--", label="one restart")
+            ax.set_xlabel("PGD step (through the U-Net)")
+            ax.set_ylabel(f"{loss} loss (mean over pairs)")
+            ax.set_title(f"{model}: adaptive, {loss}", fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def run(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--grid", default="headline", choices=["smoke", "headline", "full"])
+    parser.add_argument("--plan", default=DEFAULT_PLAN, help="model=set[+set],... (sets: otb, synthetic)")
+    parser.add_argument("--otb-sequences", default=",".join(DEFAULT_OTB))
+    parser.add_argument("--synthetic", type=int, default=4, help="held-out synthetic sequences")
+    parser.add_argument("--synthetic-frames", type=int, default=60)
+    parser.add_argument("--max-frames", type=int, default=0,
+                        help="track only the first N frames of every sequence (0: all); results go to "
+                             "RESULTS/first<N>")
+    parser.add_argument("--convergence-pairs", type=int, default=8, help="0: skip the convergence check")
+    parser.add_argument("--convergence-models", default="", help="comma-separated (default: every model run)")
+    parser.add_argument("--convergence-steps", type=int, default=100)
+    parser.add_argument("--convergence-restarts", type=int, default=5)
+    parser.add_argument("--cost-iters", type=int, default=20, help="0: skip the cost measurement")
+    parser.add_argument("--results", default="out/defense_table")
+    parser.add_argument("--docs", default=str(ROOT / "docs"))
+    args = parser.parse_args(argv)
+    args.command = " ".join(sys.argv[1:] if argv is None else argv)
+    if args.max_frames:
+        args.results = str(Path(args.results) / f"first{args.max_frames}")
+    plan = parse_plan(args.plan)
+    data = load_sets(args)
+    rows, conv, costs = [], {}, {}
+    for model, sets in plan:
+        tracker = tracking.create(model)
+        path = default_checkpoint(model)
+        if path is None:
+            print(f"skipping {model}: no trained weights here")
+            continue
+        variables, _ = load_tracker_variables(tracker, str(path))
+        rows += run_cells(model, variables, sets, grid(args.grid, model), data, args.results)
+        if bundled_defense(model) is None:
+            continue
+        if args.convergence_pairs and (not args.convergence_models or model in args.convergence_models.split(",")):
+            conv[model] = convergence(model, variables, args.convergence_pairs, args.convergence_steps,
+                                      args.convergence_restarts, 8.0, Path(args.results))
+        if args.cost_iters:
+            costs[model] = cost(model, variables, args.cost_iters)
+        write_outputs(rows, conv, costs, args)  # after every model: partial results are never lost
+    write_outputs(rows, conv, costs, args)
+
+
+if __name__ == "__main__":
+    run()
