@@ -368,6 +368,85 @@ def test_multi_host_detection():
     assert multi_host_env({"SLURM_NTASKS": "4", "SLURM_PROCID": "1", "JAXTRACK_NO_DISTRIBUTED": "1"}) is None
 
 
+def test_run_loop_sigterm_saves_last_step_and_resume_matches(tmp_path):
+    """jaxtrack.train.runner.run_loop alone (a toy step, a counting iterator): SIGTERM during a step checkpoints the
+    last finished step with its data position; the resumed call notes the changed configuration record and ends
+    bit for bit where the uninterrupted one ends, with one metrics line per step and the same data position."""
+    import optax
+
+    from jaxtrack.train import runner
+    from jaxtrack.train.mesh import make_data_mesh
+
+    class Counter:  # batch i is 8 copies of i; grain-style get_state / set_state
+        def __init__(self):
+            self.i = 0
+
+        def __next__(self):
+            self.i += 1
+            return {"x": np.full((8, 1), self.i, np.float32)}
+
+        def get_state(self):
+            return {"i": self.i}
+
+        def set_state(self, state):
+            self.i = state["i"]
+
+    mesh, tx = make_data_mesh(), optax.sgd(0.1)
+
+    @jax.jit
+    def step(state, batch, key):
+        def loss_fn(p):
+            noise = 0.01 * jax.random.normal(key, batch["x"].shape)  # the step key matters
+            return jax.numpy.mean((p["w"] - batch["x"] + noise) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state)
+        return new, {"loss": loss, "lr": jax.numpy.float32(0.1)}
+
+    def run(workdir, record, stop_signal_at=None, notes=None):
+        iterators, calls = [], []
+
+        def step_fn(state, batch, key):
+            calls.append(1)
+            if len(calls) == stop_signal_at:
+                import signal
+
+                signal.raise_signal(signal.SIGTERM)
+            return step(state, batch, key)
+
+        def setup(resuming):
+            variables = {"params": {"w": np.zeros((), np.float32)}}
+            return runner.initial_state(variables, tx, jax.random.key(3), mesh, abstract=resuming), step_fn
+
+        def make_iterator():
+            iterators.append(Counter())
+            return iterators[-1]
+
+        out = runner.run_loop(workdir, name="toy", config_record=record, setup=setup, make_iterator=make_iterator,
+                              mesh=mesh, steps=8, batch_size=8, log_every=1, save_every=3, keep=10,
+                              progress=False, log=(notes if notes is not None else []).append)
+        return out, iterators[-1]
+
+    full, full_it = run(tmp_path / "full", {"a": 1})
+    assert (full.step, full.resumed_from, full_it.i) == (8, None, 8)
+    work = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        run(work, {"a": 1}, stop_signal_at=6)  # SIGTERM while the 6th step starts: steps 1..5 are done
+    assert sorted(int(p.name) for p in (work / runner.CHECKPOINT_DIR).iterdir() if p.name.isdigit()) == [3, 5]
+    assert [r["step"] for r in runner.read_metrics(work / runner.METRICS_FILE)] == [1, 2, 3, 4, 5]
+    notes: list = []
+    resumed, resumed_it = run(work, {"a": 2}, notes=notes)
+    assert (resumed.step, resumed.resumed_from, resumed_it.i) == (8, 5, 8)
+    assert any("a: 1 -> 2" in n for n in notes) and any("resumed from" in n for n in notes), notes
+    assert json.loads((work / runner.CONFIG_FILE).read_text()) == {"a": 2}
+    assert np.asarray(resumed.state.params["w"]) == np.asarray(full.state.params["w"])
+    a = runner.read_metrics(tmp_path / "full" / runner.METRICS_FILE)
+    b = runner.read_metrics(work / runner.METRICS_FILE)
+    assert [r["step"] for r in b] == list(range(1, 9)) and [r["loss"] for r in b] == [r["loss"] for r in a]
+
+
 # runs last: the subprocess started with the module has been working while the tests above ran
 def test_step_on_eight_devices_equals_one_device(eight_devices):
     out, err = eight_devices.communicate(timeout=600)

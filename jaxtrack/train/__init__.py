@@ -10,7 +10,11 @@ Command line: ``jaxtrack train --config NAME --workdir DIR [--steps N] [--set ke
   :class:`FreezeRule`), the named recipes and ``--set`` overrides;
 * :mod:`~jaxtrack.train.mesh` -- the ``data`` mesh, shardings, ``jax.distributed`` start-up;
 * :mod:`~jaxtrack.train.state` -- :class:`TrainState`, the optax chain, the jitted ``train_step``;
-* :mod:`~jaxtrack.train.loop` -- :func:`train`: checkpoints, resume, metrics, plot, export.
+* :mod:`~jaxtrack.train.runner` -- :func:`~jaxtrack.train.runner.run_loop`, the loop core of every training:
+  configuration record, orbax checkpoints with the data position (exact resume), ``metrics.jsonl``, progress bar,
+  SIGTERM;
+* :mod:`~jaxtrack.train.loop` -- :func:`train`: the tracker's data, state, step and export around that core;
+* :mod:`~jaxtrack.train.defense` -- :func:`~jaxtrack.train.defense.train_defense`: the DuaLossDef U-Net, same core.
 """
 
 from jaxtrack.train.config import (
@@ -23,8 +27,9 @@ from jaxtrack.train.config import (
     apply_overrides,
     get_config,
 )
-from jaxtrack.train.loop import TrainingDataError, TrainResult, load_config, plot_metrics, read_metrics, train
+from jaxtrack.train.loop import TrainResult, load_config, train
 from jaxtrack.train.mesh import make_data_mesh, maybe_initialize_distributed
+from jaxtrack.train.runner import TrainingDataError, plot_metrics, read_metrics
 from jaxtrack.train.state import TrainState, create_train_state, make_optimizer, make_schedule, make_train_step
 
 __all__ = [

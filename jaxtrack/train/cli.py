@@ -5,7 +5,10 @@
     jaxtrack train --config siamfcpp_alexnet_got10k --workdir runs/fcpp --set data.root=/data/GOT-10k --print-config
 
 Run the same command again to resume from the latest checkpoint in ``--workdir``. Wired into ``jaxtrack`` with
-``add_parser(subparsers)``; ``main(args)`` returns the exit code.
+``add_parser(subparsers)``; ``main(args)`` returns the exit code. The flags, the ``--steps``/``--set`` resolution,
+the interrupted exit and the ``python -m`` entry are shared with ``jaxtrack train-defense``
+(:mod:`jaxtrack.train.defense_cli`): :func:`add_run_arguments`, :func:`resolve_config`, :func:`interrupted`,
+:func:`run_as_module`.
 """
 
 from __future__ import annotations
@@ -26,35 +29,74 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "metrics.jsonl, loss.png, final variables in WORKDIR/weights). Running the same command again "
                     "resumes exactly where the last checkpoint left off.",
     )
-    p.add_argument("--config", required=True, choices=sorted(CONFIGS), help="named training configuration")
-    p.add_argument("--workdir", required=True, help="output folder (checkpoints, metrics, plot, weights)")
-    p.add_argument("--steps", type=int, help="total optimizer steps (overrides the config's; sets the schedule)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, dotted for nested ones (optim.lr=0.01, data.on_corrupt=skip, "
-                        "optim.freeze=basemodel/conv1@-1,basemodel/conv5@5000); repeatable")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(p, CONFIGS, config_help="named training configuration",
+                      workdir_help="output folder (checkpoints, metrics, plot, weights)",
+                      set_examples="optim.lr=0.01, data.on_corrupt=skip, "
+                                   "optim.freeze=basemodel/conv1@-1,basemodel/conv5@5000")
     p.set_defaults(func=main)
     return p
 
 
-def main(args) -> int:
-    from jaxtrack.train.config import config_to_dict, get_config
+def add_run_arguments(p: argparse.ArgumentParser, configs, *, config_help: str, workdir_help: str,
+                      set_examples: str) -> None:
+    """The flags of every training sub-command: ``--config`` (one of ``configs``), ``--workdir``, ``--steps``,
+    ``--set`` (repeatable, collected in ``args.overrides``), ``--print-config``, ``--no-progress``."""
+    p.add_argument("--config", required=True, choices=sorted(configs), help=config_help)
+    p.add_argument("--workdir", required=True, help=workdir_help)
+    p.add_argument("--steps", type=int, help="total optimizer steps (overrides the config's; sets the schedule)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config field, dotted for nested ones ({set_examples}); repeatable")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def resolve_config(args, get_config):
+    """``get_config(args.config, overrides)`` with the ``--set`` overrides and ``--steps`` (applied last); None
+    after printing the configuration as JSON when ``--print-config`` is given (the command then exits with 0).
+    A bad override raises ``ConfigError`` (a ValueError: ``error: ...`` from ``jaxtrack``)."""
+    from jaxtrack.train.config import config_to_dict
 
     overrides = list(args.overrides or [])
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
-    config = get_config(args.config, overrides)  # ConfigError (ValueError) -> "error: ..." from jaxtrack.cli
+    config = get_config(args.config, overrides)
     if args.print_config:
         print(json.dumps(config_to_dict(config), indent=1))
+        return None
+    return config
+
+
+def interrupted(workdir) -> int:
+    """Tell how to resume an interrupted run (Ctrl-C, SIGTERM: its last step is checkpointed); the exit code 130."""
+    print(f"interrupted; run the same command to resume from {workdir}", file=sys.stderr)
+    return 130
+
+
+def run_as_module(add_parser, command: str) -> None:
+    """``python -m`` entry of a sub-command: parse ``sys.argv`` as ``jaxtrack COMMAND ...``, exit with the code of
+    its ``main`` (a ValueError: ``error: ...`` on stderr and exit code 2, as ``jaxtrack`` does)."""
+    parser = argparse.ArgumentParser(prog="jaxtrack")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args([command, *sys.argv[1:]])
+    try:
+        sys.exit(ns.func(ns))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(args) -> int:
+    from jaxtrack.train.config import get_config
+
+    config = resolve_config(args, get_config)
+    if config is None:
         return 0
     from jaxtrack.train.loop import train
 
     try:
         result = train(config, args.workdir, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"interrupted; run the same command to resume from {args.workdir}", file=sys.stderr)
-        return 130
+        return interrupted(args.workdir)
     m = result.metrics
     line = f"{config.name}: {result.step} steps in {result.workdir}"
     if m:
@@ -66,11 +108,4 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":  # python -m jaxtrack.train.cli ...
-    parser = argparse.ArgumentParser(prog="jaxtrack")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args(["train", *sys.argv[1:]])
-    try:
-        sys.exit(ns.func(ns))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_as_module(add_parser, "train")

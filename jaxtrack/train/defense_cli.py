@@ -16,8 +16,13 @@ exported defense at the end on N held-out synthetic pairs (sequence seeds 1000+)
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+
+from jaxtrack.train.cli import (
+    add_run_arguments,
+    interrupted,
+    resolve_config,
+    run_as_module,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -32,14 +37,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "defense in WORKDIR/defense for jaxtrack.defense.defended_from_checkpoint). Running the same "
                     "command again resumes exactly where the last checkpoint left off.",
     )
-    p.add_argument("--config", required=True, choices=sorted(DEFENSE_CONFIGS), help="named defense configuration")
-    p.add_argument("--workdir", required=True, help="output folder (checkpoints, metrics, plot, defense)")
-    p.add_argument("--steps", type=int, help="total optimizer steps (overrides the config's; sets the schedule)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, dotted for nested ones (attack.steps=5, unet.width=16, loss.pix=0.1, "
-                        "tracker_weights=runs/tiny/weights, where=search, attack_through_defense=false); repeatable")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration as JSON and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(p, DEFENSE_CONFIGS, config_help="named defense configuration",
+                      workdir_help="output folder (checkpoints, metrics, plot, defense)",
+                      set_examples="attack.steps=5, unet.width=16, loss.pix=0.1, tracker_weights=runs/tiny/weights, "
+                                   "where=search, attack_through_defense=false")
     p.add_argument("--eval-pairs", type=int, default=0, metavar="N",
                    help="at the end, evaluate the defense on N held-out synthetic pairs (PGD-10, Dua-Loss)")
     p.add_argument("--eval-only", action="store_true",
@@ -57,26 +58,20 @@ def _print_report(report: dict) -> None:
 
 
 def main(args) -> int:
-    from jaxtrack.train.config import config_to_dict
     from jaxtrack.train.defense import get_defense_config, heldout_report
 
     if args.eval_only:
         _print_report(heldout_report(args.workdir, pairs=args.eval_pairs or 32))
         return 0
-    overrides = list(args.overrides or [])
-    if args.steps is not None:
-        overrides.append(f"steps={args.steps}")
-    config = get_defense_config(args.config, overrides)  # ConfigError (ValueError) -> "error: ..."
-    if args.print_config:
-        print(json.dumps(config_to_dict(config), indent=1))
+    config = resolve_config(args, get_defense_config)
+    if config is None:
         return 0
     from jaxtrack.train.defense import train_defense
 
     try:
         result = train_defense(config, args.workdir, progress=not args.no_progress)
     except KeyboardInterrupt:
-        print(f"interrupted; run the same command to resume from {args.workdir}", file=sys.stderr)
-        return 130
+        return interrupted(args.workdir)
     m = result.metrics
     line = f"{config.name}: {result.step} steps in {result.workdir}"
     if m:
@@ -91,11 +86,4 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":  # python -m jaxtrack.train.defense_cli ...
-    parser = argparse.ArgumentParser(prog="jaxtrack")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args(["train-defense", *sys.argv[1:]])
-    try:
-        sys.exit(ns.func(ns))
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_as_module(add_parser, "train-defense")

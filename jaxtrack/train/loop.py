@@ -5,6 +5,10 @@
     from jaxtrack.train import get_config, train
     result = train(get_config("siamfcpp_tiny_synthetic"), "runs/tiny")     # resumes if runs/tiny has checkpoints
 
+The machinery around the jitted step (configuration record, checkpoints with the data position, resume,
+metrics lines, progress bar, SIGTERM) is :func:`jaxtrack.train.runner.run_loop`, shared with
+:func:`jaxtrack.train.defense.train_defense`; this module adds the tracker's data, state, step and export.
+
 What lands in ``workdir``:
 
 * ``config.json`` -- the configuration of the run (a resumed run with another configuration is reported);
@@ -28,33 +32,32 @@ intact.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import math
 import os
 import shutil
-import signal
-import sys
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtrack.train.config import TrainConfig, config_from_dict, config_to_dict
-from jaxtrack.train.mesh import make_data_mesh, maybe_initialize_distributed, replicate, shard_batch
-from jaxtrack.train.state import (
-    TrainState,
-    abstract_state,
-    check_prefixes,
-    create_train_state,
-    make_optimizer,
-    make_train_step,
+from jaxtrack.train.mesh import make_data_mesh
+from jaxtrack.train.runner import (  # re-exported: the workdir layout and metrics helpers of every training
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    TrainingDataError,
+    host_copy,
+    initial_state,
+    local_batch_size,
+    plot_metrics,
+    read_metrics,
+    run_loop,
+    start_run,
 )
+from jaxtrack.train.state import check_prefixes, make_optimizer, make_train_step
 
 __all__ = [
     "TrainResult",
@@ -70,15 +73,7 @@ __all__ = [
     "WEIGHTS_DIR",
 ]
 
-CHECKPOINT_DIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
 WEIGHTS_DIR = "weights"
-CONFIG_FILE = "config.json"
-
-
-class TrainingDataError(ValueError):
-    """The input pipeline failed (e.g. a corrupt frame with ``on_corrupt="raise"``); the message names the file
-    and the last intact checkpoint."""
 
 
 @dataclasses.dataclass
@@ -202,103 +197,7 @@ def make_data_iterator(config: TrainConfig, tracker, workdir, local_batch: int |
     return iter(loader)
 
 
-class _DataPosition:
-    """The iterator state as grain's orbax handler sees an iterator (``get_state`` -> JSON bytes)."""
-
-    def __init__(self, state: Any = None):
-        self.state = state
-
-    def get_state(self) -> bytes:
-        return json.dumps(self.state).encode()
-
-    def set_state(self, state: bytes) -> None:
-        self.state = json.loads(state.decode())
-
-    def start_prefetch(self) -> None:  # called by grain's handler after a restore
-        pass
-
-
-# ----------------------------------------------------------------------------------------------- metrics
-def read_metrics(path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a crash
-                continue
-    return out
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines past ``step`` (they belong to steps the resumed run redoes)."""
-    if not path.is_file():
-        return
-    rows = read_metrics(path)
-    keep = [r for r in rows if r.get("step", 0) <= step]
-    if len(keep) != len(rows) or not path.read_text(encoding="utf-8").endswith("\n"):
-        from jaxtrack.fileio import atomic_write_text
-
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
-
-
-def plot_metrics(metrics_path, out_png, title: str = "") -> Path | None:
-    """Loss curves (total and terms, log scale) and the learning rate from ``metrics.jsonl``."""
-    rows = read_metrics(metrics_path)
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([r["step"] for r in rows])
-    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    terms = [k for k in ("loss", "cls", "ctr", "reg") if k in rows[0]]
-    window = max(1, len(rows) // 50)  # long runs: raw values faint, a running mean on top
-    for k in terms:
-        values = np.array([r[k] for r in rows], float)
-        if window > 1:
-            line, = ax.plot(steps, values, lw=0.5, alpha=0.25)
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            ax.plot(steps[window - 1:], smooth, color=line.get_color(), label=f"{k} (mean of {window})",
-                    lw=1.5 if k == "loss" else 1.0)
-        else:
-            ax.plot(steps, values, label=k, lw=1.5 if k == "loss" else 1.0)
-    ax.set_yscale("log")
-    ax.set_ylabel("loss (terms unweighted)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax.set_title(title or "training loss")
-    if "lr" in rows[0]:
-        ax_lr.plot(steps, [r["lr"] for r in rows], color="k")
-    ax_lr.set_ylabel("lr")
-    ax_lr.set_xlabel("step")
-    ax_lr.grid(True, alpha=0.3)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out_png)
-    return out_png
-
-
 # ----------------------------------------------------------------------------------------------- export
-def _host_copy(tree):
-    """NumPy copy of a replicated tree (works on multi-host arrays: every process holds a full replica)."""
-    def get(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(jax.device_get(x))
-
-    return jax.tree_util.tree_map(get, tree)
-
-
 def export_variables(workdir, variables: dict, info: dict) -> Path:
     """Write ``variables`` to ``workdir/weights`` (orbax; replaces an older export atomically) + ``weights.json``."""
     from jaxtrack import checkpoint
@@ -309,7 +208,7 @@ def export_variables(workdir, variables: dict, info: dict) -> Path:
     tmp = workdir / f".{WEIGHTS_DIR}.tmp-{info.get('step', 0)}"
     if jax.process_index() == 0 and tmp.exists():
         shutil.rmtree(tmp)
-    checkpoint.save_variables(tmp, _host_copy(variables))
+    checkpoint.save_variables(tmp, host_copy(variables))
     if jax.process_index() == 0:
         if dst.exists():
             old = workdir / f".{WEIGHTS_DIR}.old"
@@ -323,7 +222,7 @@ def export_variables(workdir, variables: dict, info: dict) -> Path:
     return dst
 
 
-# ----------------------------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------------------------- training
 _STEP_CACHE: dict = {}
 
 
@@ -348,40 +247,8 @@ def _initial_variables(config: TrainConfig, tracker, key, abstract: bool):
     return tracker.init_variables(key)
 
 
-def _config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _config_differences(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
-    return out
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (cluster preemption) raises KeyboardInterrupt in the loop, which saves a last checkpoint."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _jsonable(d):
     return json.loads(json.dumps(d, default=str))
-
-
-def _scalars(metrics: dict) -> dict:
-    return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
 
 def train(
@@ -412,170 +279,43 @@ def train(
       log: where notes go (default: stderr, process 0 only).
     Returns a :class:`TrainResult`.
     """
-    import orbax.checkpoint as ocp
-    import grain
-
-    maybe_initialize_distributed()
-    primary = jax.process_index() == 0
-    if log is None:
-        log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if primary else (lambda msg: None)
-    workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir, log = start_run(workdir, log)
     if tracker is None:
         from jaxtrack import tracking
 
         tracker = tracking.create(config.tracker)
-
     mesh = make_data_mesh()
-    n_dev, n_proc = mesh.size, jax.process_count()
-    if config.batch_size % n_dev or config.batch_size % n_proc:
-        raise ValueError(f"batch_size {config.batch_size} must be a multiple of the {n_dev} devices "
-                         f"({n_proc} processes); set --set batch_size=...")
-    local_batch = config.batch_size // n_proc
-
-    # configuration record
-    from jaxtrack.fileio import atomic_write_text
-
-    cfg_path = workdir / CONFIG_FILE
-    cfg_dict = config_to_dict(config)
-    if cfg_path.is_file() and primary:
-        try:
-            diffs = _config_differences(json.loads(cfg_path.read_text(encoding="utf-8")), cfg_dict)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            diffs = ["(unreadable config.json)"]
-        if diffs:
-            log(f"note: the configuration differs from the one recorded in {cfg_path}: " + "; ".join(diffs))
-    if primary:
-        atomic_write_text(cfg_path, json.dumps(cfg_dict, indent=1) + "\n")
-
-    # checkpoints
-    ckpt_dir = workdir / CHECKPOINT_DIR
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.keep, create=True, enable_async_checkpointing=False)
-    manager = ocp.CheckpointManager(ckpt_dir, options=options)
-    latest = manager.latest_step()
-
+    local_batch = local_batch_size(config.batch_size, mesh)
     key_init, key_run = jax.random.split(jax.random.key(config.seed))
-    if variables is None:
-        variables = _initial_variables(config, tracker, key_init, abstract=latest is not None)
-    check_prefixes(variables["params"], config.optim)
-    tx, schedule, train_step = _train_step_for(
-        tracker, config.optim, config.steps, mesh, config.bf16, variables["params"]
-    )
+
+    def setup(resuming: bool):
+        init = variables
+        if init is None:
+            init = _initial_variables(config, tracker, key_init, abstract=resuming)
+        check_prefixes(init["params"], config.optim)
+        tx, _, train_step = _train_step_for(tracker, config.optim, config.steps, mesh, config.bf16, init["params"])
+        return initial_state(init, tx, key_run, mesh, abstract=resuming), train_step
 
     make_iter = data_iterator or make_data_iterator
-    it = make_iter(config, tracker, workdir, local_batch)
-    position = _DataPosition()
-    metrics_path = workdir / METRICS_FILE
-    if latest is not None:
-        target = abstract_state(jax.eval_shape(lambda v: create_train_state(v, tx, key_run), variables), mesh)
-        restored = manager.restore(
-            latest,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(position)
-            ),
-        )
-        state: TrainState = restored.state
-        it.set_state(position.state)
-        if primary:
-            _truncate_metrics(metrics_path, int(state.step))
-        log(f"resumed from {ckpt_dir / str(latest)} (step {latest})")
-    else:
-        state = replicate(create_train_state(variables, tx, key_run), mesh)
-        if primary and metrics_path.exists():
-            metrics_path.unlink()  # a fresh run (no checkpoint): old metrics belong to nothing
-    start = int(jax.device_get(state.step))
-    resumed_from = latest
-    end = config.steps if stop_at is None else min(int(stop_at), config.steps)
+    out = run_loop(
+        workdir, name=config.name, config_record=config_to_dict(config), setup=setup,
+        make_iterator=lambda: make_iter(config, tracker, workdir, local_batch), mesh=mesh, steps=config.steps,
+        batch_size=config.batch_size, log_every=config.log_every, save_every=config.save_every, keep=config.keep,
+        stop_at=stop_at, progress=progress, log=log,
+    )
 
-    def save(st, data_state, step):
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(st), data=grain.checkpoint.CheckpointSave(_DataPosition(data_state))
-            ),
-            force=True,
-        )
-        manager.wait_until_finished()
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=config.steps, initial=start, desc=config.name, unit="step", dynamic_ncols=True,
-               disable=not (progress and primary), file=sys.stderr)
-    last_saved = latest if latest is not None else -1
-    done_state, done_data, done_step = state, position.state, start
-    last_metrics: dict = {}
-    t_mark, step_mark, wait = time.perf_counter(), start, 0.0
-    log_file = open(metrics_path, "a", encoding="utf-8") if primary else None
-    try:
-        with _sigterm_as_interrupt():
-            for step in range(start, end):
-                t0 = time.perf_counter()
-                try:
-                    batch = next(it)
-                except StopIteration:
-                    raise TrainingDataError(f"the input pipeline ended before step {step + 1}") from None
-                except Exception as err:  # noqa: BLE001 - reported with the checkpoint that survives
-                    kept = f"step {last_saved} in {ckpt_dir}" if last_saved >= 0 else "none written yet"
-                    raise TrainingDataError(
-                        f"training data error before step {step + 1}: {err} -- the run stopped; last checkpoint: "
-                        f"{kept} (intact; fix or remove the file, or --set data.on_corrupt=skip, then run the same "
-                        f"command to resume)"
-                    ) from err
-                data_state = it.get_state()
-                wait += time.perf_counter() - t0
-                state, metrics = train_step(state, shard_batch(batch, mesh), state.step_key(step))
-                done_state, done_data, done_step = state, data_state, step + 1
-                s = step + 1
-                if s % config.log_every == 0 or s == end:
-                    row = _scalars(metrics)
-                    now = time.perf_counter()
-                    dt = max(now - t_mark, 1e-9)
-                    row = {"step": s, **row, "pairs_per_s": (s - step_mark) * config.batch_size / dt,
-                           "data_wait": wait / dt, "time": time.time()}
-                    t_mark, step_mark, wait = now, s, 0.0
-                    last_metrics = row
-                    if log_file is not None:
-                        log_file.write(json.dumps(row) + "\n")
-                        log_file.flush()
-                    if not math.isfinite(row["loss"]):
-                        raise FloatingPointError(f"loss is {row['loss']} at step {s}; last checkpoint: step "
-                                                 f"{last_saved} in {ckpt_dir}")
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
-                                    pairs_s=f"{row['pairs_per_s']:.1f}")
-                bar.update(1)
-                if s % config.save_every == 0 or s == end:
-                    save(state, data_state, s)
-                    last_saved = s
-    except KeyboardInterrupt:
-        if done_step > last_saved and done_step > start:
-            try:
-                save(done_state, done_data, done_step)
-                log(f"interrupted: checkpoint of step {done_step} saved in {ckpt_dir}; run the same command to resume")
-            except Exception as err:  # noqa: BLE001 - the previous checkpoint is still there
-                log(f"interrupted: could not save step {done_step} ({err}); resume from step {last_saved}")
-        raise
-    finally:
-        bar.close()
-        if log_file is not None:
-            log_file.close()
-        manager.close()
-        close = getattr(it, "close", None)
-        if callable(close):
-            with contextlib.suppress(Exception):
-                close()
-
-    final = int(jax.device_get(state.step))
     weights = None
-    if final >= config.steps:
+    if out.step >= config.steps:
         if export:
             info = {"tracker": tracker.name, "tracker_config": _jsonable(dataclasses.asdict(tracker.config)),
-                    "config": config.name, "step": final,
+                    "config": config.name, "step": out.step,
                     "load": f"jaxtrack.tracking.weights.load_tracker_variables(create({tracker.name!r}), "
                             f"{str(workdir / WEIGHTS_DIR)!r})"}
-            weights = export_variables(workdir, state.variables, info)
-        if plot and primary:
-            plot_metrics(metrics_path, workdir / "loss.png", title=f"{config.name} ({tracker.name})")
-    return TrainResult(workdir=workdir, step=final, metrics=last_metrics, weights=weights, resumed_from=resumed_from)
+            weights = export_variables(workdir, out.state.variables, info)
+        if plot and jax.process_index() == 0:
+            plot_metrics(workdir / METRICS_FILE, workdir / "loss.png", title=f"{config.name} ({tracker.name})")
+    return TrainResult(workdir=workdir, step=out.step, metrics=out.metrics, weights=weights,
+                       resumed_from=out.resumed_from)
 
 
 def load_config(workdir) -> TrainConfig:
