@@ -270,6 +270,12 @@ class DefenseTrainConfig:
         return self.attack.target or self.where
 
 
+#: The curves of a defense run's plot: the U-Net objective, its adversarial and clean terms (the tracker's training
+#: loss on the defended adversarial / clean crops), the pixel term, and the training loss of the undefended tracker
+#: on the same adversarial crops (what the U-Net is removing).
+DEFENSE_PLOT_TERMS = ("loss", "adv", "clean", "pix", "undefended_adv")
+
+
 # ----------------------------------------------------------------------------------------------- recipes
 #: Real sequences the shipped defenses are trained on; every other real sequence in the shared data folder
 #: (OTB Crossing, Couple, KiteSurf, Football1 and VOT2018 bag) is kept for evaluation.
@@ -947,7 +953,8 @@ def train_defense(
                                       _card_info(config, tracker, weights_source, out.step))
         if plot and jax.process_index() == 0:
             plot_metrics(workdir / METRICS_FILE, workdir / "loss.png",
-                         title=f"{config.name}: U-Net loss ({tracker.name}, where={config.where})")
+                         title=f"{config.name}: U-Net loss ({tracker.name}, where={config.where})",
+                         terms=DEFENSE_PLOT_TERMS)
     return DefenseTrainResult(workdir=workdir, step=out.step, metrics=out.metrics, defense=exported,
                               resumed_from=out.resumed_from, params=params)
 

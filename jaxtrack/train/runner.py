@@ -210,9 +210,10 @@ def scalars(metrics: dict) -> dict:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
 
-def plot_metrics(metrics_path, out_png, title: str = "") -> Path | None:
-    """Loss curves (``loss`` and the terms ``cls``/``ctr``/``reg`` that are present, log scale) and the learning
-    rate from ``metrics.jsonl``, written to ``out_png`` (atomic); None when there are no rows."""
+def plot_metrics(metrics_path, out_png, title: str = "",
+                 terms: tuple[str, ...] = ("loss", "cls", "ctr", "reg")) -> Path | None:
+    """Loss curves (the ``terms`` present in the rows, log scale) and the learning rate from ``metrics.jsonl``,
+    written to ``out_png`` (atomic); None when there are no rows."""
     rows = read_metrics(metrics_path)
     if not rows:
         return None
@@ -223,7 +224,7 @@ def plot_metrics(metrics_path, out_png, title: str = "") -> Path | None:
 
     steps = np.array([r["step"] for r in rows])
     fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    terms = [k for k in ("loss", "cls", "ctr", "reg") if k in rows[0]]
+    terms = [k for k in terms if k in rows[0]]
     window = max(1, len(rows) // 50)  # long runs: raw values faint, a running mean on top
     for k in terms:
         values = np.array([r[k] for r in rows], float)
