@@ -825,6 +825,8 @@ def _card_info(config: DefenseTrainConfig, tracker, weights_source: str, step: i
     if d.source == "synthetic":
         data.update(synthetic_sequences=d.synthetic_sequences, synthetic_frames=d.synthetic_frames,
                     synthetic_seed=d.synthetic_seed, held_out_seeds="1000+")
+    if d.extra_source:
+        data.update(extra_source=d.extra_source, extra_sequences=list(d.extra_sequences), extra_repeat=d.extra_repeat)
     return {
         "method": "DuaLossDef (adversarial training of a U-Net pre-processor with the Dua-Loss)",
         "config_name": config.name,
