@@ -439,8 +439,14 @@ def run(argv: list[str] | None = None) -> None:
         if bundled_defense(model) is None:
             continue
         if args.convergence_pairs and (not args.convergence_models or model in args.convergence_models.split(",")):
-            conv[model] = convergence(model, variables, args.convergence_pairs, args.convergence_steps,
-                                      args.convergence_restarts, 8.0, Path(args.results))
+            cache = Path(args.results) / f"convergence_{model}_{args.convergence_pairs}x{args.convergence_steps}" \
+                                         f"x{args.convergence_restarts}.json"
+            if cache.is_file():  # an interrupted or extended run does not redo it
+                conv[model] = json.loads(cache.read_text())
+            else:
+                conv[model] = convergence(model, variables, args.convergence_pairs, args.convergence_steps,
+                                          args.convergence_restarts, 8.0, Path(args.results))
+                atomic_write_text(cache, json.dumps(conv[model]))
         if args.cost_iters:
             costs[model] = cost(model, variables, args.cost_iters)
         write_outputs(rows, conv, costs, args)  # after every model: partial results are never lost
