@@ -414,7 +414,8 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-frames", type=int, default=0,
                         help="track only the first N frames of every sequence (0: all); results go to "
                              "RESULTS/first<N>")
-    parser.add_argument("--convergence-pairs", type=int, default=8, help="0: skip the convergence check")
+    parser.add_argument("--convergence-pairs", type=int, default=8,
+                        help="0: skip the convergence check (an earlier run's result in --results is still shown)")
     parser.add_argument("--convergence-models", default="", help="comma-separated (default: every model run)")
     parser.add_argument("--convergence-steps", type=int, default=100)
     parser.add_argument("--convergence-restarts", type=int, default=5)
@@ -438,7 +439,11 @@ def run(argv: list[str] | None = None) -> None:
         rows += run_cells(model, variables, sets, grid(args.grid, model), data, args.results)
         if bundled_defense(model) is None:
             continue
-        if args.convergence_pairs and (not args.convergence_models or model in args.convergence_models.split(",")):
+        earlier = sorted(Path(args.results).glob(f"convergence_{model}_*.json"))
+        if not args.convergence_pairs and earlier:  # reuse a check made by an earlier run
+            conv[model] = json.loads(earlier[-1].read_text())
+        elif args.convergence_pairs and (not args.convergence_models or
+                                         model in args.convergence_models.split(",")):
             cache = Path(args.results) / f"convergence_{model}_{args.convergence_pairs}x{args.convergence_steps}" \
                                          f"x{args.convergence_restarts}.json"
             if cache.is_file():  # an interrupted or extended run does not redo it
