@@ -184,7 +184,13 @@ SET_LABELS = {"otb": "OTB (real, held out)", "synthetic": "synthetic (held out)"
 
 
 # ----------------------------------------------------------------------------------------------- sequences
-def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: dict, results: str) -> list[dict]:
+def _have_results(results: str, tracker_name: str, seqs) -> bool:
+    """Whether an earlier run wrote this tracker's results for every sequence (pysot layout RESULTS/<set>/<name>)."""
+    return any(len(list(d.glob("*.txt"))) >= len(seqs) for d in Path(results).glob(f"*/{tracker_name}") if d.is_dir())
+
+
+def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: dict, results: str,
+              cached_only: bool = False) -> list[dict]:
     base = tracking.create(model)
     rows = []
     for set_name in sets:
@@ -198,14 +204,26 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
             except ValueError as err:  # e.g. no shipped defense for this model
                 print(f"skipping {model} {cell}: {err}")
                 continue
+            cached = _have_results(results, tracker.name, seqs)
+            if cached_only and not cached:
+                print(f"not run (--cached-only): {model} {set_name} {tracker.name}")
+                continue
             start = time.perf_counter()
             run_dataset(tracker, variables, seqs, results, dataset, tracker.name, progress=True)
             seconds = time.perf_counter() - start
+            timing = Path(results) / "cell_seconds.json"  # the time of the run that did the tracking
+            times = json.loads(timing.read_text()) if timing.is_file() else {}
+            key = f"{set_name}/{tracker.name}"
+            if cached:
+                seconds = times.get(key)
+            else:
+                times[key] = seconds
+                atomic_write_text(timing, json.dumps(times, indent=1))
             scores = score_results(results, dataset, seqs, trackers=[tracker.name])[tracker.name]
             rows.append({"model": model, "set": set_name, "cell": cell, "tracker": tracker.name,
                          "auc": scores["success_auc"], "precision": scores["precision"], "seconds": seconds,
                          "frames": int(sum(s.num_frames for s in seqs))})
-            print(f"{model} {set_name} {tracker.name}: AUC {scores['success_auc']:.3f} ({seconds:.0f} s)", flush=True)
+            print(f"{model} {set_name} {tracker.name}: AUC {scores['success_auc']:.3f}", flush=True)
     return rows
 
 
@@ -316,9 +334,10 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
     for r in rows:
         c: Cell = r["cell"]
         ratio = r["auc"] / max(clean.get((r["model"], r["set"]), float("nan")), 1e-9)
+        fps = "–" if not r["seconds"] else f"{r['frames'] / r['seconds']:.1f}"
         lines.append(f"| {r['model']} | {SET_LABELS[r['set']]} | {c.condition} | {c.attack_text()} | "
                      f"{c.defense_text()} | {c.ablation or '–'} | {r['auc']:.3f} | {r['precision']:.3f} | "
-                     f"{ratio:.2f} | {r['frames'] / r['seconds']:.1f} |")
+                     f"{ratio:.2f} | {fps} |")
     lines.append("")
     lines.append("frames/s: the whole run of that cell on this 2-core CPU, compile included.")
     for model, c in conv.items():
@@ -420,6 +439,8 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--convergence-steps", type=int, default=100)
     parser.add_argument("--convergence-restarts", type=int, default=5)
     parser.add_argument("--cost-iters", type=int, default=20, help="0: skip the cost measurement")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="only tabulate cells an earlier run finished (no tracking)")
     parser.add_argument("--results", default="out/defense_table")
     parser.add_argument("--docs", default=str(ROOT / "docs"))
     args = parser.parse_args(argv)
@@ -436,7 +457,7 @@ def run(argv: list[str] | None = None) -> None:
             print(f"skipping {model}: no trained weights here")
             continue
         variables, _ = load_tracker_variables(tracker, str(path))
-        rows += run_cells(model, variables, sets, grid(args.grid, model), data, args.results)
+        rows += run_cells(model, variables, sets, grid(args.grid, model), data, args.results, args.cached_only)
         if bundled_defense(model) is None:
             continue
         earlier = sorted(Path(args.results).glob(f"convergence_{model}_*.json"))
