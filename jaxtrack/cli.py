@@ -201,6 +201,10 @@ def cmd_eval(args) -> int:
     from jaxtrack.tracking import create
 
     sequences = _load_sequences(args.dataset, args.root, args.annotations, _split_names(args.sequences))
+    if args.max_frames < 0:
+        raise ValueError(f"--max-frames must be >= 0, got {args.max_frames}")
+    if args.max_frames:
+        sequences = [s.head(args.max_frames) for s in sequences]
     tracker = create(args.model)
     variables, is_random = _variables(tracker, args.weights)
     tracker = _robust_tracker(tracker, args)
@@ -290,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--annotations", help="pysot annotation JSON or list of sequence names (optional)")
     p.add_argument("--sequences", help="comma-separated sequence names (default: all found)")
+    p.add_argument("--max-frames", type=int, default=0,
+                   help="track and score only the first N frames of every sequence (0: all; use a results folder "
+                        "of its own, e.g. as experiments/defense_table.py --max-frames does)")
     p.add_argument("--results", required=True, help="results folder (pysot layout: <Dataset>/<tracker>/...)")
     p.add_argument("--name", help="tracker name in the results folder (default: the model, '-random' added "
                                   "without --weights)")

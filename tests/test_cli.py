@@ -110,6 +110,13 @@ def test_eval_with_an_online_attack_and_a_refined_template(data_dir, tmp_path, c
         assert len((results / "OTB" / name / "KiteSurf.txt").read_text().splitlines()) == 84
     assert auc("nanotrack_v2_fgsm-dua-search-eps8") < auc("nanotrack_v2") - 0.1
     assert abs(auc("nanotrack_v2_refine2") - auc("nanotrack_v2")) < 0.2  # 2 steps of 0.05 px: a small change
+    # --max-frames: the first N frames only (tracking is causal: the same boxes as the whole run's first N)
+    short = tmp_path / "short"
+    assert main(common[:-1] + [str(short), "--max-frames", "20"]) == 0
+    head = np.loadtxt(short / "OTB" / "nanotrack_v2" / "KiteSurf.txt", delimiter=",")
+    full = np.loadtxt(results / "OTB" / "nanotrack_v2" / "KiteSurf.txt", delimiter=",")
+    assert head.shape == (20, 4)
+    np.testing.assert_allclose(head, full[:20], atol=1e-2)
 
 
 def test_eval_with_a_defense_under_non_adaptive_and_adaptive_attacks(data_dir, tmp_path, capsys):
