@@ -67,6 +67,7 @@ from jaxtrack.eval.benchmark import run_dataset  # noqa: E402
 from jaxtrack.eval.report import score_results  # noqa: E402
 from jaxtrack.fileio import atomic_write_text  # noqa: E402
 from jaxtrack.paths import shared_data_dir  # noqa: E402
+from jaxtrack.tracking.crop import channel_average  # noqa: E402
 from jaxtrack.tracking.weights import default_checkpoint, load_tracker_variables  # noqa: E402
 
 DEFAULT_OTB = ("Crossing", "Couple", "KiteSurf", "Football1")
@@ -231,12 +232,11 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
 def convergence(model: str, variables, pairs: int, steps: int, restarts: int, eps: float, workdir: Path) -> dict:
     """The adaptive attack on held-out crop pairs: loss traces of PGD-``steps`` through the U-Net from ``restarts``
     random starts, and success rates (best-box IoU > 0.5) of every attack."""
-    from jaxtrack.train.defense import DEFENSE_CONFIGS, get_defense_config, gt_ref_boxes, heldout_pairs
+    from jaxtrack.train.defense import get_defense_config, gt_ref_boxes, heldout_pairs
 
     path = bundled_defense(model)
     card = read_defense_card(path)
-    name = card["info"]["config_name"]
-    config = get_defense_config(name if name in DEFENSE_CONFIGS else f"unet_{model.split('_v')[0]}")
+    config = get_defense_config(card["info"]["config_name"])  # the recipe that trained the shipped U-Net
     base = tracking.create(model)
     defended = defended_from_checkpoint(base, "bundled", where="both")
     data = heldout_pairs(config, base, workdir / f"pairs_{model}", pairs=pairs, seed=2000)
@@ -308,7 +308,7 @@ def cost(model: str, variables, iters: int) -> dict:
     base = tracking.create(model)
     d = defended_from_checkpoint(base, "bundled", where="both")
     crop = np.asarray(base.search_crop(f1, *base.box_to_center_size(jnp.asarray(box0)),
-                                       jnp.asarray(f1).reshape(-1, 3).mean(0))[0])
+                                       channel_average(f1))[0])
     s0, s1 = base.init(variables, f0, box0), d.init(variables, f0, box0)
     defend = jax.jit(d.defend)
     t = interleaved({"step": lambda: base.step(variables, s0, f1), "defended": lambda: d.step(variables, s1, f1),
