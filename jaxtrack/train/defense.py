@@ -348,6 +348,29 @@ def unet_siamfcpp_tiny() -> DefenseTrainConfig:
     )
 
 
+def unet_nanotrack_cls() -> DefenseTrainConfig:
+    """The loss ablation of ``unet_nanotrack``: the training attack maximises the classification loss only (the
+    U-Net is still trained on the tracker's full loss). Everything else as ``unet_nanotrack``.
+
+    Run::
+
+        jaxtrack train-defense --config unet_nanotrack_cls --workdir runs/unet_nanotrack_cls --eval-pairs 32
+    """
+    base = unet_nanotrack()
+    return dataclasses.replace(base, name="unet_nanotrack_cls", attack=dataclasses.replace(base.attack, loss="cls"))
+
+
+def unet_nanotrack_reg() -> DefenseTrainConfig:
+    """The loss ablation of ``unet_nanotrack``: the training attack maximises the regression loss only.
+
+    Run::
+
+        jaxtrack train-defense --config unet_nanotrack_reg --workdir runs/unet_nanotrack_reg --eval-pairs 32
+    """
+    base = unet_nanotrack()
+    return dataclasses.replace(base, name="unet_nanotrack_reg", attack=dataclasses.replace(base.attack, loss="reg"))
+
+
 def unet_siamrpnpp_got10k() -> DefenseTrainConfig:
     """The published setting: DuaLossDef in front of both branches of SiamRPN++ ResNet-50 (pysot
     ``siamrpn_r50_l234_dwxcorr``), trained on GOT-10k train at full scale -- for accelerators.
@@ -387,6 +410,8 @@ def unet_siamrpnpp_got10k() -> DefenseTrainConfig:
 DEFENSE_CONFIGS: dict[str, Callable[[], DefenseTrainConfig]] = {
     "unet_nanotrack": unet_nanotrack,
     "unet_siamfcpp_tiny": unet_siamfcpp_tiny,
+    "unet_nanotrack_cls": unet_nanotrack_cls,
+    "unet_nanotrack_reg": unet_nanotrack_reg,
     "unet_siamrpnpp_got10k": unet_siamrpnpp_got10k,
 }
 
