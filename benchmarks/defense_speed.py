@@ -15,6 +15,12 @@ The machine is shared (other processes take CPU at random times), so the timings
 times each function ``--iters`` times in turn, and the medians over all rounds are reported; the load of the other
 processes during the run (from ``/proc/loadavg``) is printed with the results. Frames: OTB Crossing (360×240).
 
+``--under-attack``: the step of each tracker under an online PGD-``--attack-steps`` search attack (Dua-Loss, ε 8),
+undefended (``attacked``), defended with the attack computed on the undefended tracker (``non-adaptive``: the
+attack plus one defended step) and through the U-Net (``adaptive``: every PGD step also runs the U-Net forward and
+backward), against the sums of their parts measured in the same run (attacked + defended step; attacked +
+attack-steps x (U-Net forward + backward)).
+
 ``--variants``: also the U-Net alone on a 255 crop for cheaper hyper-parameter choices (no GroupNorm, narrower,
 one conv per block…), with parameter counts and XLA's FLOP count, to pick a defense that fits a CPU budget.
 """
@@ -77,6 +83,10 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--unet", default="", help="DefenseUNet hyper-parameters, e.g. depth=3,width=16,norm=none")
     parser.add_argument("--variants", action="store_true", help="also time cheaper U-Net variants on a 255 crop")
+    parser.add_argument("--under-attack", action="store_true",
+                        help="also time the steps under an online PGD search attack (attacked / non-adaptive / "
+                             "adaptive)")
+    parser.add_argument("--attack-steps", type=int, default=10)
     args = parser.parse_args(argv)
 
     unet = DefenseUNet(**_parse_unet(args.unet))
@@ -131,8 +141,47 @@ def main(argv=None):
         share = 1.0 - t["step"] / t["step_search"]
         print(f"| {name} ({z} / {x}) | {t['step'] * 1e3:.1f} | {t['step_search'] * 1e3:.1f} | "
               f"{t['step_both'] * 1e3:.1f} | {share:.0%} | {t['init'] * 1e3:.1f} | {t['init_both'] * 1e3:.1f} |")
+    if args.under_attack:
+        under_attack_table(args, unet, uv, frames, box0)
     if args.variants:
         variants_table(crops[255], args.rounds, args.iters)
+
+
+def under_attack_table(args, unet, uv, frames, box0) -> None:
+    """Steps under an online PGD search attack: undefended, non-adaptive and adaptive, against their parts."""
+    from jaxtrack import robust
+    from jaxtrack.attacks import OnlineAttack, attack_config
+
+    attack = OnlineAttack(attack_config("pgd", 8.0, args.attack_steps), loss="dua", target="search")
+    x = np.random.default_rng(1).uniform(0, 255, (1, 255, 255, 3)).astype(np.float32)
+    unet_fb = jax.jit(jax.grad(lambda c: jax.numpy.sum(apply_defense(unet, uv, c) ** 2)))
+    print(f"\n| tracker | step | defended step | attacked (PGD-{args.attack_steps}) | non-adaptive | adaptive | "
+          "U-Net fwd+bwd, 255 | non-adaptive / (attacked + defended step) | adaptive / (attacked + "
+          f"{args.attack_steps} x U-Net fwd+bwd) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        tracker = tracking.create(name)
+        variables = tracker.init_variables(jax.random.key(0))
+
+        def defense(t):
+            return defended(t, uv, where="both", unet=unet)
+
+        trackers = {
+            "step": tracker,
+            "defended": defense(tracker),
+            "attacked": robust.wrap(tracker, attack=attack),
+            "non_adaptive": robust.wrap(tracker, defense=defense, attack=attack, adaptive=False),
+            "adaptive": robust.wrap(tracker, defense=defense, attack=attack, adaptive=True),
+        }
+        states = {k: t.init(variables, frames[0], box0) for k, t in trackers.items()}
+        fns = {k: (lambda t=t, s=states[k]: t.step(variables, s, frames[1])) for k, t in trackers.items()}
+        fns["unet_fb"] = lambda: unet_fb(x)
+        t = {k: v * 1e3 for k, v in interleaved(fns, args.rounds, args.iters).items()}
+        na_parts = t["attacked"] + t["defended"] - t["step"]  # the defended step replaces the attacked one's own
+        ad_parts = t["attacked"] + args.attack_steps * t["unet_fb"]
+        print(f"| {name} | {t['step']:.1f} | {t['defended']:.1f} | {t['attacked']:.1f} | {t['non_adaptive']:.1f} | "
+              f"{t['adaptive']:.1f} | {t['unet_fb']:.1f} | {t['non_adaptive'] / na_parts:.2f} | "
+              f"{t['adaptive'] / ad_parts:.2f} |", flush=True)
 
 
 VARIANTS = {

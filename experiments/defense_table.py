@@ -86,8 +86,9 @@ class Cell:
     steps: int = 10
     restarts: int = 1
     where: str = "both"
-    defense: str = "bundled"  # bundled (the tracker's own) | bundled:<tracker> (transfer)
-    ablation: str = ""  # "" | where | transfer
+    defense: str = "bundled"  # bundled (the tracker's own) | bundled:<tracker> (transfer) | a trained folder
+    ablation: str = ""  # "" | where | transfer | loss
+    trained_with: str = ""  # the training attack's loss of a trained folder (the loss ablation)
 
     def online(self) -> OnlineAttack | None:
         if self.attack is None:
@@ -98,7 +99,7 @@ class Cell:
     def tracker(self, base):
         defense = None
         if self.condition not in ("clean", "attacked"):
-            spec, where, transfer = self.defense, self.where, self.defense != "bundled"
+            spec, where, transfer = self.defense, self.where, self.defense.startswith("bundled:")
 
             def defense(t):
                 return defended_from_checkpoint(t, spec, where, allow_transfer=transfer)
@@ -115,7 +116,12 @@ class Cell:
     def defense_text(self) -> str:
         if self.condition in ("clean", "attacked"):
             return "–"
-        origin = "own" if self.defense == "bundled" else f"from {self.defense.partition(':')[2]}"
+        if self.defense.startswith("bundled:"):
+            origin = f"from {self.defense.partition(':')[2]}"
+        elif self.trained_with:
+            origin = f"own, {self.trained_with}-only attack"
+        else:
+            origin = "own"
         return f"{self.where}, {origin}"
 
 
@@ -125,6 +131,20 @@ def other_family_defense(model: str) -> str | None:
         if name != model and bundled_defense(name) is not None:
             return f"bundled:{name}"
     return None
+
+
+def loss_ablation_cells(model: str, folders) -> list[Cell]:
+    """``defended`` and ``non-adaptive`` cells of the trained defense folders (``jaxtrack train-defense
+    --config unet_nanotrack_cls`` / ``_reg``) that were trained with ``model``; the loss comes from their card."""
+    cells = []
+    for folder in folders:
+        card = read_defense_card(folder)
+        if card.get("tracker") != model:
+            continue
+        loss = card.get("info", {}).get("attack", {}).get("loss", "?")
+        kw = dict(defense=str(folder), ablation="loss", trained_with=loss)
+        cells += [Cell("defended", **kw), Cell("non-adaptive", attack="pgd", loss="dua", eps=8.0, steps=10, **kw)]
+    return cells
 
 
 def grid(name: str, model: str) -> list[Cell]:
@@ -439,6 +459,9 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--convergence-steps", type=int, default=100)
     parser.add_argument("--convergence-restarts", type=int, default=5)
     parser.add_argument("--cost-iters", type=int, default=20, help="0: skip the cost measurement")
+    parser.add_argument("--loss-ablation", action="append", default=[], metavar="FOLDER",
+                        help="a defense trained with another attack loss (the defense folder of jaxtrack "
+                             "train-defense --config unet_nanotrack_cls / _reg); repeatable")
     parser.add_argument("--cached-only", action="store_true",
                         help="only tabulate cells an earlier run finished (no tracking)")
     parser.add_argument("--results", default="out/defense_table")
@@ -457,7 +480,8 @@ def run(argv: list[str] | None = None) -> None:
             print(f"skipping {model}: no trained weights here")
             continue
         variables, _ = load_tracker_variables(tracker, str(path))
-        rows += run_cells(model, variables, sets, grid(args.grid, model), data, args.results, args.cached_only)
+        cells = grid(args.grid, model) + loss_ablation_cells(model, args.loss_ablation)
+        rows += run_cells(model, variables, sets, cells, data, args.results, args.cached_only)
         if bundled_defense(model) is None:
             continue
         earlier = sorted(Path(args.results).glob(f"convergence_{model}_*.json"))

@@ -135,7 +135,7 @@ def test_eval_with_a_defense_under_non_adaptive_and_adaptive_attacks(data_dir, t
                         defense_meta(unet, tracking.create("nanotrack_v2"), "both", {"note": "identity"}))
     root, results = data_dir / "sequences/OTB", tmp_path / "res"
     common = ["eval", "--model", "nanotrack_v2", "--dataset", "otb-folder", "--root", str(root),
-              "--sequences", "Football1", "--results", str(results)]
+              "--sequences", "Football1", "--results", str(results), "--max-frames", "24"]
     attack = ["--attack", "fgsm", "--eps", "8"]
     assert main(common) == 0
     assert main(common + attack) == 0

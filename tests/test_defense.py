@@ -130,6 +130,52 @@ def test_unet_pads_and_crops_like_numpy(mode):
     np.testing.assert_allclose(got, want, atol=2e-3)
 
 
+@pytest.mark.parametrize("kernel, stride, padding, size", [
+    (3, 1, ((1, 1), (1, 1)), (16, 16)),  # the U-Net's block convolutions
+    (3, 2, ((1, 1), (1, 1)), (16, 16)),  # its strided down-sampling
+    (3, 2, ((1, 1), (1, 1)), (15, 18)),  # odd sizes: the input gradient's padding is asymmetric
+    (1, 1, "SAME", (9, 7)),  # the 1x1 up / out convolutions
+    (3, 1, "VALID", (11, 12)),
+    (5, 3, ((2, 0), (1, 3)), (17, 14)),
+])
+def test_unet_convolution_matches_lax_in_value_and_gradients(kernel, stride, padding, size):
+    """The U-Net's convolution (an explicit HWIO kernel in its input gradient, for XLA:CPU loops) gives the values
+    and the input and kernel gradients of ``jax.lax.conv_general_dilated`` with JAX's own differentiation rule."""
+    from jaxtrack.models.unet import conv_general_dilated
+
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = jnp.asarray(rng.normal(size=(2, *size, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 5, 7)), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (stride, stride), padding, dimension_numbers=dn)))
+
+    np.testing.assert_allclose(
+        conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=dn),
+        jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=dn), rtol=1e-5, atol=1e-4)
+    got = jax.grad(loss(conv_general_dilated), (0, 1))(x, w)
+    want = jax.grad(loss(jax.lax.conv_general_dilated), (0, 1))(x, w)
+    for g, r, what in zip(got, want, ("input", "kernel")):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3, err_msg=what)
+    # inside a loop too (where XLA:CPU would otherwise run a slow layout), the same gradient
+    looped = jax.jit(lambda x, w: jax.lax.fori_loop(0, 2, lambda i, c: c + jax.grad(loss(conv_general_dilated))(x, w),
+                                                    jnp.zeros_like(x)))(x, w)
+    np.testing.assert_allclose(looped, 2 * want[0], rtol=1e-4, atol=2e-3)
+
+
+def test_unet_convolution_falls_back_to_lax_for_other_convolutions():
+    from jaxtrack.models.unet import conv_general_dilated
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(1, 9, 9, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32)  # grouped: 2 groups of 2 channels
+    kw = dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2)
+    got = jax.grad(lambda x: jnp.sum(conv_general_dilated(x, w, (1, 1), "SAME", **kw) ** 2))(x)
+    want = jax.grad(lambda x: jnp.sum(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", **kw) ** 2))(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------ the wrapper
 
 

@@ -44,6 +44,7 @@ parameters (1.9 MB in float32) and cost 0.6 / 2.6 / 3.8 GMAC on a 127 / 255 / 30
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -51,7 +52,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["PAD_MODES", "DefenseUNet", "pad_amounts", "pad_to_multiple", "unet_hparams"]
+__all__ = ["PAD_MODES", "DefenseUNet", "conv_general_dilated", "pad_amounts", "pad_to_multiple", "unet_hparams"]
 
 PAD_MODES = ("reflect", "edge", "symmetric")
 _ACTIVATIONS = {"relu": nn.relu, "silu": nn.silu, "gelu": nn.gelu, "leaky_relu": nn.leaky_relu}
@@ -72,6 +73,83 @@ def pad_to_multiple(x: jax.Array, multiple: int, mode: str = "reflect") -> tuple
     if t or b or l or r:
         x = jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), mode=mode)
     return x, (slice(t, x.shape[1] - b), slice(l, x.shape[2] - r))
+
+
+def _dilated_size(n: int, dilation: int) -> int:
+    return 0 if n == 0 else 1 + dilation * (n - 1)
+
+
+def _conv_nhwc(x, w, strides, padding):
+    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_standard_layout_grad(x, w, strides, padding):
+    return _conv_nhwc(x, w, strides, padding)
+
+
+def _conv_fwd(x, w, strides, padding):
+    return _conv_nhwc(x, w, strides, padding), (x, w)
+
+
+def _conv_bwd(strides, padding, residuals, g):
+    x, w = residuals
+    # d/dx: the output gradient (dilated by the strides) convolved with the kernel flipped in space and with its in /
+    # out channels swapped -- materialised in HWIO, so XLA sees a standard convolution (see conv_general_dilated)
+    w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
+    pads = []
+    for i, (lo, _) in enumerate(padding):
+        k, n, m, s = w.shape[i], x.shape[1 + i], g.shape[1 + i], strides[i]
+        before = k - 1 - lo
+        pads.append((before, n + k - 1 - _dilated_size(m, s) - before))
+    dx = jax.lax.conv_general_dilated(g, w_t, (1,) * len(strides), pads, lhs_dilation=tuple(strides),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    _, kernel_vjp = jax.vjp(lambda ww: _conv_nhwc(x, ww, strides, padding), w)  # d/dw: JAX's own rule
+    return dx.astype(x.dtype), kernel_vjp(g)[0]
+
+
+_conv_standard_layout_grad.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+    """``jax.lax.conv_general_dilated`` for NHWC / HWIO convolutions, whose input gradient is computed with a kernel
+    laid out in HWIO (the flipped kernel with in / out channels swapped, made explicitly).
+
+    JAX's own transpose rule convolves with the kernel in the swapped ``01oi`` layout. XLA:CPU folds that away
+    when the kernel is a constant, but inside a loop (an attack's PGD steps through the U-Net, ``lax.fori_loop``)
+    it runs that convolution several times slower than a standard one: the U-Net's input gradient took ~4x longer
+    per step in a loop than alone. Same values (``tests/test_defense.py``); other convolutions (grouped,
+    dilated, other layouts) fall back to ``jax.lax.conv_general_dilated``. Pass as ``nn.Conv(...,
+    conv_general_dilated=conv_general_dilated)``.
+    """
+    nd = len(window_strides)
+    ones = (1,) * nd
+    standard = (
+        nd == 2
+        and feature_group_count == 1
+        and tuple(lhs_dilation or ones) == ones
+        and tuple(rhs_dilation or ones) == ones
+        and precision is None
+        and not kwargs
+        and _is_nhwc_hwio(dimension_numbers, lhs.ndim)
+    )
+    if not standard:
+        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                            dimension_numbers, feature_group_count, precision=precision, **kwargs)
+    if isinstance(padding, str):
+        padding = jax.lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], window_strides, padding)
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return _conv_standard_layout_grad(lhs, rhs, tuple(int(s) for s in window_strides), padding)
+
+
+def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:
+    if dimension_numbers is None or ndim != 4:
+        return False
+    if isinstance(dimension_numbers, tuple) and all(isinstance(d, str) for d in dimension_numbers):
+        return tuple(dimension_numbers) == ("NHWC", "HWIO", "NHWC")
+    dn = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), dimension_numbers)
+    return tuple(dn.lhs_spec) == (0, 3, 1, 2) and tuple(dn.rhs_spec) == (3, 2, 0, 1) and tuple(dn.out_spec) == (0, 3, 1, 2)
 
 
 def _clip_pixels(y: jax.Array) -> jax.Array:
@@ -122,7 +200,8 @@ class DefenseUNet(nn.Module):
     def _block(self, h: jax.Array, features: int, name: str) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
         for i in range(self.convs):
-            h = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.norm == "none", name=f"{name}_conv{i}")(h)
+            h = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.norm == "none",
+                        conv_general_dilated=conv_general_dilated, name=f"{name}_conv{i}")(h)
             if self.norm == "group":
                 h = nn.GroupNorm(num_groups=math.gcd(self.groups, features), name=f"{name}_norm{i}")(h)
             h = act(h)
@@ -143,7 +222,8 @@ class DefenseUNet(nn.Module):
             h = self._block(h, self.width * 2**level, f"enc{level}")
             skips.append(h)
             if self.down == "conv":
-                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name=f"down{level}")(h)
+                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                            conv_general_dilated=conv_general_dilated, name=f"down{level}")(h)
             else:
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
         h = self._block(h, self.width * 2**self.depth, "mid")
@@ -152,12 +232,14 @@ class DefenseUNet(nn.Module):
             if self.up == "transpose":
                 h = nn.ConvTranspose(features, (2, 2), strides=(2, 2), padding="VALID", name=f"up{level}")(h)
             else:
-                h = nn.Conv(features, (1, 1), name=f"up{level}")(h)  # 1x1 conv commutes with the resize
+                # a 1x1 conv commutes with the resize
+                h = nn.Conv(features, (1, 1), conv_general_dilated=conv_general_dilated, name=f"up{level}")(h)
                 b, hh, ww, c = h.shape
                 h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="bilinear")
             h = self._block(jnp.concatenate([h, skips[level]], axis=-1), features, f"dec{level}")
         init = nn.initializers.zeros_init() if self.zero_init_last else nn.initializers.lecun_normal()
-        delta = nn.Conv(3, (1, 1), kernel_init=init, bias_init=nn.initializers.zeros_init(), name="out")(h)
+        delta = nn.Conv(3, (1, 1), kernel_init=init, bias_init=nn.initializers.zeros_init(),
+                        conv_general_dilated=conv_general_dilated, name="out")(h)
         delta = delta[:, rows, cols, :].astype(dtype) * 255.0
         return _clip_pixels(x + delta)
 
