@@ -4,6 +4,7 @@ ablations (where the U-Net sits, transfer to another family), the adaptive attac
 Run (the README's figures)::
 
     .venv/bin/python experiments/defense_table.py --grid headline
+    .venv/bin/python experiments/defense_table.py --grid attacks --plan nanotrack_v2=otb --max-frames 30
     .venv/bin/python experiments/defense_table.py --grid full          # issue 7's whole grid (accelerators)
 
 Every cell is one tracker built with :func:`jaxtrack.robust.wrap` and run by the benchmark runner into
@@ -32,6 +33,12 @@ Convergence of the adaptive attack (``--convergence-pairs N``): on N held-out sy
 U-Net for 100 steps from 5 random starts (Dua-Loss and margin loss), the loss traced at every step; its success rate
 is compared with PGD-10 (adaptive, and non-adaptive): the adaptive attack must not be weaker than the non-adaptive
 one. Cost (``--cost-iters``): U-Net milliseconds on a search crop and its share of a defended tracking step.
+
+Loss ablation (``--loss-ablation FOLDER``, repeatable): the defended and non-adaptive cells of U-Nets trained with
+another attack loss (``jaxtrack train-defense --config unet_nanotrack_cls`` / ``unet_nanotrack_reg``).
+
+``--grid attacks``: the attacked and non-adaptive cells over the attack losses (cls, reg, Dua-Loss, CSA, RTAA at
+ε 8), the budgets (ε 4, 16) and the attacks (FGSM, BIM-10, PGD-10), written to ``docs/defense_attacks.md`` / ``.png``.
 
 Writes ``docs/defense_table.md`` and ``docs/defense_table.png`` (+ ``docs/defense_convergence.png``).
 """
@@ -151,6 +158,15 @@ def grid(name: str, model: str) -> list[Cell]:
     pgd8 = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
     cells = [Cell("clean"), Cell("defended"), Cell("attacked", **pgd8), Cell("non-adaptive", **pgd8),
              Cell("adaptive", **pgd8), Cell("adaptive", **{**pgd8, "loss": "margin"})]
+    if name == "attacks":  # the undefended and non-adaptive cells over attack losses and budgets (CPU-sized)
+        cells = [Cell("clean"), Cell("defended")]
+        for loss in ("cls", "reg", "dua", "csa", "rtaa"):
+            cells += [Cell(c, "pgd", loss, 8.0, 10) for c in ("attacked", "non-adaptive")]
+        for eps in (4.0, 16.0):
+            cells += [Cell(c, "pgd", "dua", eps, 10) for c in ("attacked", "non-adaptive")]
+        cells += [Cell(c, a, "dua", 8.0, 1 if a == "fgsm" else 10) for a in ("fgsm", "bim")
+                  for c in ("attacked", "non-adaptive")]
+        return cells
     if name == "smoke":
         return [Cell("clean"), Cell("defended"), Cell("attacked", "fgsm"), Cell("non-adaptive", "fgsm"),
                 Cell("adaptive", "fgsm")]
@@ -170,7 +186,7 @@ def grid(name: str, model: str) -> list[Cell]:
                         if c not in cells:
                             cells.append(c)
         cells += [Cell("adaptive", "pgd", loss, 8.0, 100, 5) for loss in ("dua", "margin")]
-    if name not in ("smoke", "headline", "full"):
+    if name not in ("smoke", "headline", "full", "attacks"):
         raise ValueError(f"unknown grid {name!r}")
     return cells
 
@@ -379,12 +395,13 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
             lines.append(f"| {model} | {c['crop']} | {c['unet_ms']:.1f} | {c['step_ms']:.1f} | "
                          f"{c['defended_ms']:.1f} | {c['share']:.0%} |")
     table = "\n".join(lines) + "\n"
-    atomic_write_text(docs / "defense_table.md", table)
+    stem = "defense_attacks" if args.grid == "attacks" else "defense_table"
+    atomic_write_text(docs / f"{stem}.md", table)
     print(table)
     raw = [{**{k: v for k, v in r.items() if k != "cell"}, "cell": dataclasses.asdict(r["cell"])} for r in rows]
-    atomic_write_text(Path(args.results) / "defense_table.json",
+    atomic_write_text(Path(args.results) / f"{stem}.json",
                       json.dumps({"rows": raw, "convergence": conv, "cost": costs}, indent=1))
-    plot(rows, docs / "defense_table.png")
+    plot(rows, docs / f"{stem}.png")
     if conv:
         plot_convergence(conv, docs / "defense_convergence.png")
 
@@ -445,7 +462,10 @@ def plot_convergence(conv: dict, path: Path) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--grid", default="headline", choices=["smoke", "headline", "full"])
+    parser.add_argument("--grid", default="headline", choices=["smoke", "headline", "full", "attacks"],
+                        help="smoke: FGSM only; headline: PGD-10 Dua-Loss ε 8 with the ablations; attacks: "
+                             "attacked / non-adaptive over the losses, ε 4 / 16, FGSM and BIM; full: every "
+                             "attack x loss x ε x condition and the 100-step, 5-restart adaptive attack")
     parser.add_argument("--plan", default=DEFAULT_PLAN, help="model=set[+set],... (sets: otb, synthetic)")
     parser.add_argument("--otb-sequences", default=",".join(DEFAULT_OTB))
     parser.add_argument("--synthetic", type=int, default=4, help="held-out synthetic sequences")
