@@ -294,9 +294,9 @@ def unet_nanotrack() -> DefenseTrainConfig:
     U-Net depth 3, width 8, one conv per block (GroupNorm 4 groups, 64 K parameters), one U-Net for both
     branches; PGD-3 (ε = 8 grey levels, step 4, random start) on the Dua-Loss (λ = 1) against the frozen NanoTrack
     (``attack_through_defense=false``: the crops are attacked once per step without the U-Net, as a
-    high-level-guided denoiser is trained; on this CPU the U-Net's backward passes cost far more than NanoTrack's,
-    so attacking through it makes a step ~3x slower -- ``--set attack_through_defense=true`` for true
-    adversarial training); adv and clean terms weighted 1 / 1; AdamW lr 1e-3, 20 warm-up steps, cosine to 1e-5;
+    high-level-guided denoiser is trained; on this CPU the U-Net's backward passes cost more than NanoTrack's,
+    so attacking through it makes a step ~1.6x slower (7.9 vs 12.7 s per step of 8 pairs, both runs side by side
+    on the loaded 2-core CPU) -- ``--set attack_through_defense=true`` for true adversarial training); adv and clean terms weighted 1 / 1; AdamW lr 1e-3, 20 warm-up steps, cosine to 1e-5;
     600 steps of 8 pairs with pysot-style augmentation, drawn from 32 synthetic sequences (seeds 0..31; 1000+ are
     kept for held-out checks) and the real OTB sequences :data:`TRAINING_REAL_SEQUENCES` (David, Jogging-2; each
     listed 8 times, so a third of the pairs are real). The other real sequences are never trained on.
