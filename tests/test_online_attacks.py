@@ -93,9 +93,7 @@ def test_attacked_tracker_is_the_same_whole_chunked_and_batched(nano, crossing):
     tracker, variables = nano
     frames, gt = crossing
     frames = frames[:9]
-    # search attack with a random start: the per-frame keys and the warm start must carry across chunks and batch
-    # entries (the template attack runs once, in init: its determinism is checked in the template-attack test)
-    t = attacks.attacked(tracker, attacks.attack_config("pgd", eps=8.0, steps=1), loss="cls", target="search")
+    t = attacks.attacked(tracker, attacks.attack_config("pgd", eps=8.0, steps=1), loss="cls", target="both")
     whole, _ = t.track_sequence(variables, frames, gt[0])
     chunked, _ = t.track_chunks(variables, iter([frames[:4], frames[4:]]), gt[0], chunk_size=5)
     two = np.stack([frames, frames[::-1]])
