@@ -155,9 +155,6 @@ def loss_ablation_cells(model: str, folders) -> list[Cell]:
 
 
 def grid(name: str, model: str) -> list[Cell]:
-    pgd8 = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
-    cells = [Cell("clean"), Cell("defended"), Cell("attacked", **pgd8), Cell("non-adaptive", **pgd8),
-             Cell("adaptive", **pgd8), Cell("adaptive", **{**pgd8, "loss": "margin"})]
     if name == "attacks":  # the undefended and non-adaptive cells over attack losses and budgets (CPU-sized)
         cells = [Cell("clean"), Cell("defended")]
         for loss in ("cls", "reg", "dua", "csa", "rtaa"):
@@ -167,6 +164,9 @@ def grid(name: str, model: str) -> list[Cell]:
         cells += [Cell(c, a, "dua", 8.0, 1 if a == "fgsm" else 10) for a in ("fgsm", "bim")
                   for c in ("attacked", "non-adaptive")]
         return cells
+    pgd8 = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
+    cells = [Cell("clean"), Cell("defended"), Cell("attacked", **pgd8), Cell("non-adaptive", **pgd8),
+             Cell("adaptive", **pgd8), Cell("adaptive", **{**pgd8, "loss": "margin"})]
     if name == "smoke":
         return [Cell("clean"), Cell("defended"), Cell("attacked", "fgsm"), Cell("non-adaptive", "fgsm"),
                 Cell("adaptive", "fgsm")]

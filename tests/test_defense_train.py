@@ -12,7 +12,6 @@ the tracker variables exist; the 1-device reference is computed here with the sh
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import pickle
@@ -173,7 +172,7 @@ def max_abs_diff(a, b) -> float:
 def test_configs_overrides_and_errors(capsys):
     for name in D.DEFENSE_CONFIGS:
         c = D.get_defense_config(name)
-        # the paper's Dua-Loss, except in the loss-ablation recipes, which differ from unet_nanotrack in that only
+        # the paper's Dua-Loss, except in the loss-ablation recipes (unet_nanotrack with another training-attack loss)
         ablation = {"unet_nanotrack_cls": "cls", "unet_nanotrack_reg": "reg"}.get(name)
         assert c.name == name and c.where == "both" and c.attack.loss == (ablation or "dua")
         if ablation:

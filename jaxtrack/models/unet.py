@@ -121,7 +121,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     it runs that convolution several times slower than a standard one: the U-Net's input gradient took ~4x longer
     per step in a loop than alone. Same values (``tests/test_defense.py``); other convolutions (grouped,
     dilated, other layouts) fall back to ``jax.lax.conv_general_dilated``. Pass as ``nn.Conv(...,
-    conv_general_dilated=conv_general_dilated)``.
+    conv_general_dilated=conv_general_dilated)`` (as the U-Net's ``_Conv`` does).
     """
     nd = len(window_strides)
     ones = (1,) * nd
@@ -146,10 +146,12 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
 def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:
     if dimension_numbers is None or ndim != 4:
         return False
-    if isinstance(dimension_numbers, tuple) and all(isinstance(d, str) for d in dimension_numbers):
-        return tuple(dimension_numbers) == ("NHWC", "HWIO", "NHWC")
-    dn = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), dimension_numbers)
-    return tuple(dn.lhs_spec) == (0, 3, 1, 2) and tuple(dn.rhs_spec) == (3, 2, 0, 1) and tuple(dn.out_spec) == (0, 3, 1, 2)
+    dn = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), dimension_numbers)  # strings or specs
+    return (tuple(dn.lhs_spec), tuple(dn.rhs_spec), tuple(dn.out_spec)) == ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+#: ``nn.Conv`` with :func:`conv_general_dilated` (every convolution of the U-Net).
+_Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
 def _clip_pixels(y: jax.Array) -> jax.Array:
@@ -200,8 +202,8 @@ class DefenseUNet(nn.Module):
     def _block(self, h: jax.Array, features: int, name: str) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
         for i in range(self.convs):
-            h = nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.norm == "none",
-                        conv_general_dilated=conv_general_dilated, name=f"{name}_conv{i}")(h)
+            h = _Conv(features, (3, 3), padding=((1, 1), (1, 1)), use_bias=self.norm == "none",
+                      name=f"{name}_conv{i}")(h)
             if self.norm == "group":
                 h = nn.GroupNorm(num_groups=math.gcd(self.groups, features), name=f"{name}_norm{i}")(h)
             h = act(h)
@@ -222,8 +224,7 @@ class DefenseUNet(nn.Module):
             h = self._block(h, self.width * 2**level, f"enc{level}")
             skips.append(h)
             if self.down == "conv":
-                h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                            conv_general_dilated=conv_general_dilated, name=f"down{level}")(h)
+                h = _Conv(h.shape[-1], (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), name=f"down{level}")(h)
             else:
                 h = nn.max_pool(h, (2, 2), strides=(2, 2))
         h = self._block(h, self.width * 2**self.depth, "mid")
@@ -233,13 +234,12 @@ class DefenseUNet(nn.Module):
                 h = nn.ConvTranspose(features, (2, 2), strides=(2, 2), padding="VALID", name=f"up{level}")(h)
             else:
                 # a 1x1 conv commutes with the resize
-                h = nn.Conv(features, (1, 1), conv_general_dilated=conv_general_dilated, name=f"up{level}")(h)
+                h = _Conv(features, (1, 1), name=f"up{level}")(h)
                 b, hh, ww, c = h.shape
                 h = jax.image.resize(h, (b, 2 * hh, 2 * ww, c), method="bilinear")
             h = self._block(jnp.concatenate([h, skips[level]], axis=-1), features, f"dec{level}")
         init = nn.initializers.zeros_init() if self.zero_init_last else nn.initializers.lecun_normal()
-        delta = nn.Conv(3, (1, 1), kernel_init=init, bias_init=nn.initializers.zeros_init(),
-                        conv_general_dilated=conv_general_dilated, name="out")(h)
+        delta = _Conv(3, (1, 1), kernel_init=init, bias_init=nn.initializers.zeros_init(), name="out")(h)
         delta = delta[:, rows, cols, :].astype(dtype) * 255.0
         return _clip_pixels(x + delta)
 

@@ -296,7 +296,8 @@ def unet_nanotrack() -> DefenseTrainConfig:
     (``attack_through_defense=false``: the crops are attacked once per step without the U-Net, as a
     high-level-guided denoiser is trained; on this CPU the U-Net's backward passes cost more than NanoTrack's,
     so attacking through it makes a step ~1.6x slower (7.9 vs 12.7 s per step of 8 pairs, both runs side by side
-    on the loaded 2-core CPU) -- ``--set attack_through_defense=true`` for true adversarial training); adv and clean terms weighted 1 / 1; AdamW lr 1e-3, 20 warm-up steps, cosine to 1e-5;
+    on the loaded 2-core CPU) -- ``--set attack_through_defense=true`` for true adversarial training); adv and
+    clean terms weighted 1 / 1; AdamW lr 1e-3, 20 warm-up steps, cosine to 1e-5;
     600 steps of 8 pairs with pysot-style augmentation, drawn from 32 synthetic sequences (seeds 0..31; 1000+ are
     kept for held-out checks) and the real OTB sequences :data:`TRAINING_REAL_SEQUENCES` (David, Jogging-2; each
     listed 8 times, so a third of the pairs are real). The other real sequences are never trained on.
@@ -348,6 +349,12 @@ def unet_siamfcpp_tiny() -> DefenseTrainConfig:
     )
 
 
+def _nanotrack_trained_against(loss: str) -> DefenseTrainConfig:
+    """``unet_nanotrack`` with the training attack on ``loss`` only, named ``unet_nanotrack_<loss>``."""
+    base = unet_nanotrack()
+    return dataclasses.replace(base, name=f"unet_nanotrack_{loss}", attack=dataclasses.replace(base.attack, loss=loss))
+
+
 def unet_nanotrack_cls() -> DefenseTrainConfig:
     """The loss ablation of ``unet_nanotrack``: the training attack maximises the classification loss only (the
     U-Net is still trained on the tracker's full loss). Everything else as ``unet_nanotrack``.
@@ -356,8 +363,7 @@ def unet_nanotrack_cls() -> DefenseTrainConfig:
 
         jaxtrack train-defense --config unet_nanotrack_cls --workdir runs/unet_nanotrack_cls --eval-pairs 32
     """
-    base = unet_nanotrack()
-    return dataclasses.replace(base, name="unet_nanotrack_cls", attack=dataclasses.replace(base.attack, loss="cls"))
+    return _nanotrack_trained_against("cls")
 
 
 def unet_nanotrack_reg() -> DefenseTrainConfig:
@@ -367,8 +373,7 @@ def unet_nanotrack_reg() -> DefenseTrainConfig:
 
         jaxtrack train-defense --config unet_nanotrack_reg --workdir runs/unet_nanotrack_reg --eval-pairs 32
     """
-    base = unet_nanotrack()
-    return dataclasses.replace(base, name="unet_nanotrack_reg", attack=dataclasses.replace(base.attack, loss="reg"))
+    return _nanotrack_trained_against("reg")
 
 
 def unet_siamrpnpp_got10k() -> DefenseTrainConfig:
