@@ -269,6 +269,71 @@ def test_invalid_frames_are_never_drawn(seqs):
         assert not ex["negative"]  # one video: negatives are switched off
 
 
+def _write_otb_folder(folder, rows, size=(96, 128), seed=0):
+    """An OTB-layout sequence written by hand: ``img/0001.jpg ...`` and ``groundtruth_rect.txt`` with ``rows`` as
+    given (1-based, comma separated, ``NaN`` rows kept verbatim)."""
+    (folder / "img").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(len(rows)):
+        cv2.imwrite(str(folder / "img" / f"{i + 1:04d}.jpg"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    (folder / "groundtruth_rect.txt").write_text("".join(r + "\n" for r in rows))
+
+
+NAN = "NaN,NaN,NaN,NaN"
+
+
+def test_nan_rows_of_an_otb_folder_are_never_drawn(tmp_path):
+    """Rows ``NaN,NaN,NaN,NaN`` (target out of view, as in sequences/train) read through ``otb-folder``: no such frame
+    is ever the template or the search frame of a positive pair, nor the search frame of a negative one. The
+    admissible (template, search) pairs are worked out by hand."""
+    # video A, 0-based frames: 0 1 valid, 2 3 NaN, 4 5 valid, 6 NaN (lower case), 7 valid -> valid {0, 1, 4, 5, 7}
+    _write_otb_folder(tmp_path / "A", ["41,31,20,16", "43,32,20,16", NAN, NAN, "50,40,22,18", "52,41,22,18",
+                                       "nan,nan,nan,nan", "55,44,20,16"])
+    # video B: 0 NaN is impossible (the initial box); 1 NaN, 2 valid, 3 NaN -> valid {0, 2}
+    _write_otb_folder(tmp_path / "B", ["30,30,24,20", NAN, "33,31,24,20", NAN], seed=1)
+    seqs = load_dataset("otb-folder", tmp_path)
+    assert [s.name for s in seqs] == ["A", "B"]
+    a = seqs[0]
+    np.testing.assert_array_equal(a.ground_truth[0], [40, 30, 20, 16])  # 1-based file -> 0-based
+    assert np.isnan(a.ground_truth[[2, 3, 6]]).all() and np.isfinite(a.ground_truth[[0, 1, 4, 5, 7]]).all()
+    assert valid_frame_mask(a).tolist() == [True, True, False, False, True, True, False, True]
+    assert valid_frame_mask(seqs[1]).tolist() == [True, False, True, False]
+
+    # positives, max_gap 2: every pair |t - s| <= 2 with both frames valid, worked out by hand
+    expected = {(0, 0), (0, 1), (1, 0), (1, 1),  # 2, 3 are NaN
+                (4, 4), (4, 5), (5, 4), (5, 5), (5, 7),  # 6 is NaN, 3 is NaN
+                (7, 5), (7, 7)}
+    sampler = PairSampler([a], PairConfig.no_augmentation(max_gap=2, pairs_per_epoch=400, **SMALL), seed=0)
+    drawn = set()
+    for i in range(400):
+        ex = sampler.sample(i, info=True)
+        t, s = ex["template_frame"], ex["search_frame"]
+        drawn.add((t, s))
+        # the search box is the search frame's own target: centred, its size scaled as the pre-crop says
+        w, h = a.ground_truth[s, 2:]
+        _, scale_z, _ = pysot_search_extent(w, h, Z, C)
+        b = ex["box"]
+        np.testing.assert_allclose([b[2] - b[0], b[3] - b[1]], np.array([w, h]) * scale_z, rtol=0.01)
+    assert drawn == expected  # nothing else, and every admissible pair is reachable
+
+    # negatives: template from A's valid frames, search from B's valid frames only
+    neg = PairSampler(seqs, PairConfig.no_augmentation(max_gap=2, negative_rate=1.0, pairs_per_epoch=200, **SMALL),
+                      seed=1)
+    samples = [neg.sample(i, info=True) for i in range(200)]
+    assert all(ex["negative"] for ex in samples)
+    pairs = {(ex["template_video"], ex["template_frame"], ex["search_video"], ex["search_frame"]) for ex in samples}
+    assert {(v, f) for v, f, _, _ in pairs} == {(0, f) for f in (0, 1, 4, 5, 7)} | {(1, 0), (1, 2)}
+    assert {(u, s) for _, _, u, s in pairs} == {(1, 0), (1, 2)} | {(0, f) for f in (0, 1, 4, 5, 7)}
+    assert all(v != u for v, _, u, _ in pairs)
+
+
+def test_nan_initial_row_is_refused_with_the_file(tmp_path):
+    """A training folder whose first row is NaN cannot start a track: the error names the sequence and its file."""
+    _write_otb_folder(tmp_path / "C", [NAN, "30,30,24,20"])
+    with pytest.raises(ValueError, match=r"sequence 'C'.*C/groundtruth_rect\.txt.*initial box"):
+        load_dataset("otb-folder", tmp_path)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="negative_rate"):
         PairConfig(negative_rate=1.5)

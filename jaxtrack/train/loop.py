@@ -65,6 +65,7 @@ __all__ = [
     "train",
     "pair_config",
     "make_data_iterator",
+    "resolve_init_weights",
     "read_metrics",
     "plot_metrics",
     "export_variables",
@@ -121,23 +122,37 @@ _SHARED_SEQUENCE_FOLDERS = {"otb100": "OTB", "otb-folder": "OTB", "vot2018": "VO
 def _extra_sequences(d) -> list:
     """The sequences of ``data.extra_source`` (each ``extra_repeat`` times), or ``[]``."""
     from jaxtrack.data import load_dataset
+    from jaxtrack.paths import resolve_data_path, shared_data_dir
 
     if not d.extra_source:
         return []
-    root = d.extra_root
-    if not root:
+    if d.extra_root:
+        root = resolve_data_path(d.extra_root)
+    else:
         folder = _SHARED_SEQUENCE_FOLDERS.get(d.extra_source.lower())
         if folder is None:
             raise ValueError(f"data.extra_root is required for data.extra_source={d.extra_source!r}")
-        from jaxtrack.paths import shared_data_dir
-
         root = shared_data_dir() / "sequences" / folder
+    _check_not_held_out(d.held_out, d.extra_sequences, f"data.extra_sequences ({d.extra_source} at {root})")
     seqs = load_dataset(d.extra_source, root, sequences=d.extra_sequences or None)
+    _check_not_held_out(d.held_out, [s.name for s in seqs], f"data.extra_source={d.extra_source!r} at {root}")
     return list(seqs) * d.extra_repeat
+
+
+def _check_not_held_out(held_out, names, where: str) -> None:
+    """``ValueError`` naming every sequence of ``names`` that ``data.held_out`` forbids (case-insensitive)."""
+    banned = {str(h).lower() for h in held_out}
+    hits = [n for n in names if str(n).lower() in banned]
+    if hits:
+        raise ValueError(f"{where} yields held-out sequence(s) {hits}: data.held_out={list(held_out)} must never be "
+                         f"trained on; restrict the source with data.sequences / data.extra_sequences or point its "
+                         f"root elsewhere")
 
 
 def _training_source(config: TrainConfig, workdir: Path):
     """What ``make_loader`` reads: a list of sequences or a TFDS folder."""
+    from jaxtrack.paths import resolve_data_path
+
     d = config.data
     extra = _extra_sequences(d)
     if d.source == "tfds":
@@ -146,7 +161,11 @@ def _training_source(config: TrainConfig, workdir: Path):
                              "from both folders instead)")
         if not d.root:
             raise ValueError("data.root is required for data.source='tfds' (--set data.root=/path/to/build)")
-        return d.root
+        if d.held_out:
+            raise ValueError("data.held_out cannot be checked for data.source='tfds' (the shards hold no sequence "
+                             "list until opened); leave the held-out sequences out when building the shards and "
+                             "--set data.held_out=")
+        return str(resolve_data_path(d.root))
     return _main_sequences(config, workdir) + extra
 
 
@@ -156,8 +175,9 @@ def _main_sequences(config: TrainConfig, workdir: Path) -> list:
     d = config.data
     if d.source == "synthetic":
         from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
+        from jaxtrack.paths import resolve_data_path
 
-        root = Path(d.root) if d.root else workdir / "data"
+        root = resolve_data_path(d.root) if d.root else workdir / "data"
         if jax.process_index() == 0:
             synth = SyntheticConfig(num_frames=d.synthetic_frames, height=d.synthetic_height,
                                     width=d.synthetic_width)
@@ -169,8 +189,15 @@ def _main_sequences(config: TrainConfig, workdir: Path) -> list:
         seqs = load_dataset("synthetic", root)
         return list(seqs[: d.synthetic_sequences])
     if not d.root:
-        raise ValueError(f"data.root is required for data.source={d.source!r} (--set data.root=/path/to/dataset)")
-    return list(load_dataset(d.source, d.root, sequences=d.sequences or None))
+        raise ValueError(f"data.root is required for data.source={d.source!r} (--set data.root=/path/to/dataset, "
+                         f"or shared:REL for a folder inside the shared data folder)")
+    from jaxtrack.paths import resolve_data_path
+
+    root = resolve_data_path(d.root)
+    _check_not_held_out(d.held_out, d.sequences, f"data.sequences ({d.source} at {root})")
+    seqs = list(load_dataset(d.source, root, sequences=d.sequences or None))
+    _check_not_held_out(d.held_out, [s.name for s in seqs], f"data.source={d.source!r} at {root}")
+    return seqs
 
 
 def make_data_iterator(config: TrainConfig, tracker, workdir, local_batch: int | None = None):
@@ -235,16 +262,48 @@ def _train_step_for(tracker, optim, total_steps, mesh, bf16, params):
     return _STEP_CACHE[key]
 
 
+def resolve_init_weights(config: TrainConfig, tracker) -> str:
+    """The weights ``config.init_weights`` names: ``bundled`` -> the folder shipped in ``jaxtrack/assets`` for the
+    tracker (``ValueError`` when none ships), ``shared:REL`` -> inside the shared data folder, else as given."""
+    w = config.init_weights
+    if w == "bundled":
+        from jaxtrack.tracking.weights import BUNDLED_CHECKPOINTS, bundled_checkpoint
+
+        path = bundled_checkpoint(tracker.name)
+        if path is None:
+            raise ValueError(f"{config.name}: init_weights='bundled' but no weights of {tracker.name!r} ship with "
+                             f"jaxtrack (bundled: {', '.join(sorted(BUNDLED_CHECKPOINTS)) or 'none'}); "
+                             f"--set init_weights=/path/to/weights")
+        return str(path)
+    from jaxtrack.paths import resolve_data_path
+
+    return str(resolve_data_path(w))
+
+
 def _initial_variables(config: TrainConfig, tracker, key, abstract: bool):
     if config.init_weights:
         from jaxtrack.tracking.weights import load_tracker_variables
 
+        path = resolve_init_weights(config, tracker)  # resolved (and checked) on resume too
         if abstract:
             return jax.eval_shape(tracker.init_variables, key)
-        return load_tracker_variables(tracker, config.init_weights)[0]
+        return load_tracker_variables(tracker, path)[0]
     if abstract:
         return jax.eval_shape(tracker.init_variables, key)
     return tracker.init_variables(key)
+
+
+def _init_info(config: TrainConfig, tracker) -> dict:
+    """Where the run started from, for ``weights.json`` (with the card of bundled weights: they may change)."""
+    if not config.init_weights:
+        return {}
+    info = {"init_weights": config.init_weights}
+    if config.init_weights == "bundled":
+        path = Path(resolve_init_weights(config, tracker))
+        card = path.with_name(path.name + ".json")
+        if card.is_file():
+            info["init_weights_card"] = json.loads(card.read_text(encoding="utf-8"))
+    return info
 
 
 def _jsonable(d):
@@ -308,7 +367,7 @@ def train(
     if out.step >= config.steps:
         if export:
             info = {"tracker": tracker.name, "tracker_config": _jsonable(dataclasses.asdict(tracker.config)),
-                    "config": config.name, "step": out.step,
+                    "config": config.name, "step": out.step, **_init_info(config, tracker),
                     "load": f"jaxtrack.tracking.weights.load_tracker_variables(create({tracker.name!r}), "
                             f"{str(workdir / WEIGHTS_DIR)!r})"}
             weights = export_variables(workdir, out.state.variables, info)
