@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import jax
@@ -499,22 +500,59 @@ def _cv2_tracker_nano(weights_dir, seq):
     return np.asarray(boxes, np.float64)
 
 
+# cv2.TrackerNano trajectories by OpenCV release: 5.0's in the shared data, 5.1's (which changed the update loop,
+# see jaxtrack.tracking.nanotrack.OPENCV_51_CHANGES) here. The live library is compared only with its own release.
+OPENCV_REFERENCES = {"5.0.": None, "5.1.": Path(__file__).parent / "data/opencv51_nanotrack"}
+
+
+def _stored_opencv_trajectory(data_dir, name, release="5.0."):
+    folder = OPENCV_REFERENCES[release] or data_dir / "reference_results/OTB/nanotrackv2_opencv"
+    return np.loadtxt(folder / f"{name}.txt", delimiter=",")
+
+
+def test_live_opencv_reproduces_the_stored_reference(data_dir, weights_dir, sequences):
+    """The installed cv2.TrackerNano writes the stored trajectories of its release box for box (integer boxes,
+    the same C++ program on the same frames): only for the OpenCV releases that trajectories exist for."""
+    release = next((r for r in OPENCV_REFERENCES if cv2.__version__.startswith(r)), None)
+    if release is None:
+        pytest.skip(f"OpenCV {cv2.__version__}: stored TrackerNano trajectories exist for {list(OPENCV_REFERENCES)}")
+    for name, seq in sequences.items():
+        live = _cv2_tracker_nano(weights_dir, seq)
+        np.testing.assert_array_equal(live, _stored_opencv_trajectory(data_dir, name, release)[: len(live)],
+                                      err_msg=name)
+
+
+def test_opencv51_emulation_reproduces_opencv51(data_dir, variables, sequences):
+    """``nanotrack_v2_opencv51`` against 5.1's cv2.TrackerNano (stored trajectories): the same integer boxes on
+    every frame but where a state value sits at an integer boundary (see the 5.0 test below for why that can
+    happen), and the 5.0 loop is measurably a different tracker on these files."""
+    emulation, emulation50 = tracking.create("nanotrack_v2_opencv51"), tracking.create("nanotrack_v2_opencv")
+    for name in ("KiteSurf", "Crossing"):  # KiteSurf: where 5.0 and 5.1 differ most (AUC 0.783 vs 0.694)
+        seq, gt = sequences[name], sequences[name].ground_truth
+        cv51 = _stored_opencv_trajectory(data_dir, name, "5.1.")[: len(gt)]
+        boxes, _ = _track(emulation, variables["v2"], seq)
+        same = np.all(boxes == cv51, axis=1).mean()
+        assert same >= 0.95 and metrics.iou_xywh(boxes, cv51).mean() >= 0.98, (name, same)
+        assert abs(metrics.success_auc(gt, boxes) - metrics.success_auc(gt, cv51)) <= 0.01, name
+        if name == "KiteSurf":
+            boxes50, _ = _track(emulation50, variables["v2"], seq)
+            assert np.all(boxes50 == cv51, axis=1).mean() < 0.5  # measured: 77 of 84 frames differ
+
+
 @pytest.mark.slow
-def test_otb_sequences_against_opencv(data_dir, weights_dir, variables, sequences):
-    """Every OTB sequence here, three ways: cv2.TrackerNano (live, equal to the stored reference files), our OpenCV
-    emulation (must reproduce it), our reference tracker nanotrack_v2 (a different tracker: compared, bounded)."""
+def test_otb_sequences_against_opencv(data_dir, variables, sequences):
+    """Every OTB sequence here against OpenCV 5.0's cv2.TrackerNano (the stored reference trajectories, whatever
+    OpenCV is installed): our OpenCV emulation (must reproduce it), our reference tracker nanotrack_v2 (a different
+    tracker: compared, bounded)."""
     ref_dir = data_dir / "reference_results/OTB"
     reference = json.loads((ref_dir / "nanotrackv2_opencv.json").read_text())["per_sequence"]
     ours, emulation = tracking.create("nanotrack_v2"), tracking.create("nanotrack_v2_opencv")
     rows = []
     for name, seq in sequences.items():
         gt = seq.ground_truth
-        cv_boxes = _cv2_tracker_nano(weights_dir, seq)
-        stored = np.loadtxt(ref_dir / "nanotrackv2_opencv" / f"{name}.txt", delimiter=",")
+        cv_boxes = _stored_opencv_trajectory(data_dir, name)
         # the stored files score as the reference JSON says (our metrics = pysot toolkit's)
-        assert abs(metrics.success_auc(gt, stored) - reference[name]["success_auc"]) < 1e-9
-        if not np.array_equal(cv_boxes, stored[: len(cv_boxes)]):  # another OpenCV build: compare with the live run
-            print(f"{name}: live cv2.TrackerNano differs from the stored trajectory (OpenCV {cv2.__version__})")
+        assert abs(metrics.success_auc(gt, cv_boxes) - reference[name]["success_auc"]) < 1e-9
         emu_boxes, _ = _track(emulation, variables["v2"], seq)
         boxes, _ = _track(ours, variables["v2"], seq)
         auc_cv = metrics.success_auc(gt, cv_boxes)
@@ -525,7 +563,6 @@ def test_otb_sequences_against_opencv(data_dir, weights_dir, variables, sequence
             iou_emulation=metrics.iou_xywh(emu_boxes, cv_boxes).mean(),
             iou_ours=metrics.iou_xywh(boxes, cv_boxes).mean(),
             auc_cv=auc_cv,
-            auc_json=reference[name]["success_auc"],
             auc_emulation=metrics.success_auc(gt, emu_boxes),
             auc_ours=metrics.success_auc(gt, boxes),
         )

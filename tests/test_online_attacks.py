@@ -90,20 +90,39 @@ def test_online_pgd10_search_attack_at_eps8_halves_nanotrack_auc_on_crossing(nan
 
 
 def test_attacked_tracker_is_the_same_whole_chunked_and_batched(nano, crossing):
+    """Per-frame PRNG keys, the state carried across chunks and the padding of batched sequences: the three ways
+    of running an attacked tracker track alike.
+
+    Guarantee: the same boxes up to float noise, not bit for bit. The whole, chunked and vmapped runs are different
+    XLA programs (a scan of another length, a batch dimension), whose convolutions may sum in another order. The
+    attack here takes L2 (normalised-gradient) steps, which move the crop by an amount continuous in the gradient,
+    so float noise stays float noise: measured max |diff| 6e-3 px over 9 frames (default flags and YNNPACK
+    convolutions alike). An L∞ sign step would flip pixels where the gradient is ~0 and the tracker's
+    feedback amplifies that (1.9 px after 9 frames, IoU 0.99 after one), which says nothing about keys or state.
+    """
     tracker, variables = nano
     frames, gt = crossing
     frames = frames[:9]
-    t = attacks.attacked(tracker, attacks.attack_config("pgd", eps=8.0, steps=1), loss="cls", target="both")
+    # random start in an L2 ball of 2,000 grey levels (~1/3 of L∞ ε = 4 spread over a 255² crop), one step of 1,000
+    config = attacks.attack_config("pgd", eps=2000.0, steps=1, step_size=1000.0, norm="l2")
+    t = attacks.attacked(tracker, config, loss="cls", target="both")
     whole, _ = t.track_sequence(variables, frames, gt[0])
     chunked, _ = t.track_chunks(variables, iter([frames[:4], frames[4:]]), gt[0], chunk_size=5)
     two = np.stack([frames, frames[::-1]])
     batched, _ = t.track_batch(variables, two, np.stack([gt[0], gt[0]]), [9, 6])
-    np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), atol=1e-3)
-    np.testing.assert_allclose(np.asarray(batched[0]), np.asarray(whole), atol=1e-3)
     # the second sequence of the batch is tracked on its own frames (and padded with NaN after its length)
     alone, _ = t.track_sequence(variables, frames[::-1], gt[0])  # causal: its first 6 boxes are those of 6 frames
-    np.testing.assert_allclose(np.asarray(batched[1, :6]), np.asarray(alone[:6]), atol=1e-3)
-    assert np.isnan(np.asarray(batched[1, 6:])).all()
+    clean, _ = tracker.track_sequence(variables, frames, gt[0])
+    whole, chunked, batched, alone = map(np.asarray, (whole, chunked, batched, alone))
+    print("max |diff| px: chunked", np.abs(chunked - whole).max(), "batched", np.abs(batched[0] - whole).max(),
+          "batched[1]", np.abs(batched[1, :6] - alone[:6]).max())
+    atol = 0.05  # px: 9x the measured float noise, far below what a different key or state would give (below)
+    np.testing.assert_allclose(chunked, whole, atol=atol)
+    np.testing.assert_allclose(batched[0], whole, atol=atol)
+    np.testing.assert_allclose(batched[1, :6], alone[:6], atol=atol)
+    assert np.isnan(batched[1, 6:]).all()
+    # the attack does move the boxes (so the equalities above are not those of an attack that does nothing)
+    assert np.abs(whole - np.asarray(clean)).max() > 20 * atol
 
 
 def test_template_attack_perturbs_the_template_within_budget_at_every_initialisation(nano, crossing):

@@ -199,6 +199,36 @@ def test_clip_bounds():
     np.testing.assert_allclose(sz, [160.0, 120.0])
 
 
+def test_non_finite_network_outputs_keep_the_previous_state():
+    """A score or box map that overflowed (NaN, inf) never reaches the state: where the update is not finite the
+    previous centre / size stay (hand-worked), finite parts still update and clip, and the score says NaN."""
+    n = 4
+    window = np.zeros(n, np.float32)
+    nan_scores = np.full(n, np.nan, np.float32)
+    boxes = np.tile([[2.0, -1.0, 20.0, 30.0]], (n, 1)).astype(np.float32)
+    c, sz, score, _ = pp.select_and_update_pysot(
+        nan_scores, boxes, window, [50.0, 40.0], [12.0, 14.0], 1.0, (120, 160),
+        penalty_k=0.1, window_influence=0.2, lr=0.5)
+    # the box is finite but the learning rate (penalty * NaN score * lr) is NaN: the size keeps (12, 14); the
+    # centre moves by the chosen box's offset, which does not depend on the score (as in pysot)
+    np.testing.assert_array_equal(np.asarray(c), [52.0, 39.0])
+    np.testing.assert_array_equal(np.asarray(sz), [12.0, 14.0])
+    assert np.isnan(float(score))
+    nan_boxes = np.full((n, 4), np.nan, np.float32)
+    ok_scores = np.float32([0.1, 0.9, 0.2, 0.3])
+    c, sz, score, best = pp.select_and_update_pysot(
+        ok_scores, nan_boxes, window, [50.0, 40.0], [12.0, 14.0], 1.0, (120, 160),
+        penalty_k=0.1, window_influence=0.2, lr=0.5)
+    np.testing.assert_array_equal(np.asarray(c), [50.0, 40.0])
+    np.testing.assert_array_equal(np.asarray(sz), [12.0, 14.0])
+    inf_xyxy = np.tile([[0.0, 0.0, np.inf, np.inf]], (n, 1)).astype(np.float32)
+    c, sz, _, _ = pp.select_and_update_siamfcpp(
+        ok_scores, inf_xyxy, window, [50.0, 40.0], [30.0, 40.0], 1.0, 303, (120, 160),
+        penalty_k=0.0, window_influence=0.0, lr=1.0)
+    assert np.isfinite(np.asarray(c)).all() and np.isfinite(np.asarray(sz)).all()
+    assert (np.asarray(c) <= [160.0, 120.0]).all() and (np.asarray(sz) <= [160.0, 120.0]).all()
+
+
 def test_box_conventions_video_analyst_cases():
     # cases of video_analyst bbox.py's own unit test: xyxy / xywh / cxywh
     cases = [((10, 20, 50, 40), (10, 20, 41, 21), (30, 30, 41, 21)),

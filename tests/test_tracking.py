@@ -153,3 +153,24 @@ def test_dense_predictions_match_the_decoded_step(tracker_and_vars):
     predicted_center = np.asarray(state.center) + np.asarray(boxes[0, best, :2]) / float(scale)
     frame_hw = np.array(frames.shape[1:3][::-1], np.float32)
     np.testing.assert_allclose(np.asarray(center), np.clip(predicted_center, 0, frame_hw), atol=1e-2)
+
+
+def test_overflowing_network_gives_finite_boxes_and_a_warning(tracker_and_vars):
+    """Weights whose outputs are not finite (NaN here; random ResNet-50 weights overflow to inf - inf): the boxes
+    stay at the previous state, here box0 on every frame (hand-worked), and every entry point warns with the frames
+    (NaN padding of a short batched sequence is not reported)."""
+    tracker, variables = tracker_and_vars
+    broken = jax.tree_util.tree_map(lambda v: np.full_like(v, np.nan), variables)
+    frames = _frames(4)
+    box0 = np.array([30, 40, 30, 30], np.float32)
+    with pytest.warns(tracking.NonFiniteScoreWarning, match=r"on 3 frame\(s\) \(frame 1, frame 2, frame 3\)"):
+        boxes, scores = tracker.track_sequence(broken, frames, box0)
+    # the state keeps its centre / size: SiamFC++ writes box0 back (centre x + (w - 1) / 2, box cx - (w - 1) / 2),
+    # pysot's trackers write it half a pixel up-left (centre x + (w - 1) / 2, box cx - w / 2)
+    held = box0 - (np.float32([0.5, 0.5, 0, 0]) if tracker.name.startswith("siamrpn") else 0)
+    np.testing.assert_allclose(np.asarray(boxes[1:]), np.tile(held, (3, 1)), atol=1e-4)
+    assert np.isnan(np.asarray(scores)[1:]).all()
+    with pytest.warns(tracking.NonFiniteScoreWarning, match=r"on 4 frame\(s\) \(sequence 0 frame 1, "):
+        tracker.track_batch(broken, np.stack([frames, frames]), np.stack([box0, box0]), [4, 2])
+    with pytest.warns(tracking.NonFiniteScoreWarning):
+        tracker.track_chunks(broken, iter([frames]), box0, chunk_size=4)

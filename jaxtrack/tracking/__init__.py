@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import functools
 
-from jaxtrack.tracking.base import Tracker, TrackState, check_frame_shape, check_init_box
+from jaxtrack.tracking.base import (
+    NonFiniteScoreWarning,
+    Tracker,
+    TrackState,
+    check_frame_shape,
+    check_init_box,
+    warn_if_scores_not_finite,
+)
 from jaxtrack.tracking.configs import CONFIGS, SiamFCppConfig, SiamRPNConfig, get_config
 from jaxtrack.tracking.families import SiamFCppTracker, SiamRPNTracker
 from jaxtrack.tracking.nanotrack import NanoTrackConfig, NanoTrackTracker, OpenCVNanoTrackTracker
@@ -55,6 +62,7 @@ __all__ = [
     "CONFIGS",
     "NanoTrackConfig",
     "NanoTrackTracker",
+    "NonFiniteScoreWarning",
     "OpenCVNanoTrackTracker",
     "SiamFCppConfig",
     "SiamFCppTracker",
@@ -66,5 +74,6 @@ __all__ = [
     "check_frame_shape",
     "check_init_box",
     "create",
+    "warn_if_scores_not_finite",
     "get_config",
 ]

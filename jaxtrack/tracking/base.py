@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any, Callable, Iterable, Iterator
 
 import flax
@@ -50,6 +51,33 @@ class TrackState:
 
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+class NonFiniteScoreWarning(RuntimeWarning):
+    """The network's score map was not finite on some frames (overflowing activations, e.g. random weights)."""
+
+
+def warn_if_scores_not_finite(name: str, scores, lengths=None) -> None:
+    """Warn, naming the tracker and the frames, when tracked ``scores`` [T] (or [B,T] with ``lengths``) hold NaN.
+
+    A NaN score means the score map itself was not finite on that frame (argmax picks a NaN first); the state
+    then keeps its previous box (``postprocess._clip``), so the boxes stay finite but carry no information.
+    Scores that are still being traced (inside a caller's jit) are not checked.
+    """
+    if not _is_concrete(scores):
+        return
+    s = np.asarray(scores)
+    if s.ndim == 1:
+        s = s[None]
+    valid = np.ones(s.shape, bool) if lengths is None else np.arange(s.shape[1])[None] < np.asarray(lengths)[:, None]
+    bad = valid & ~np.isfinite(s)
+    if bad.any():
+        seq, frame = np.nonzero(bad)
+        where = ", ".join(f"{'' if lengths is None else f'sequence {b} '}frame {t}" for b, t in zip(seq[:5], frame[:5]))
+        more = f" and {len(seq) - 5} more" if len(seq) > 5 else ""
+        warnings.warn(f"{name}: the score map is not finite on {len(seq)} frame(s) ({where}{more}); the box was "
+                      "held at its previous value there (random or broken weights?)", NonFiniteScoreWarning,
+                      stacklevel=3)
 
 
 def check_frame_shape(shape: tuple[int, ...], what: str = "frame") -> None:
@@ -258,7 +286,9 @@ class Tracker:
         frames = jnp.asarray(frames)
         check_frame_shape(frames.shape[1:], "frames[t]")
         check_init_box(box0, frames.shape[1:3], "box0")
-        return self._sequence_jit(variables, frames, box0, frames.shape[0])
+        boxes, scores = self._sequence_jit(variables, frames, box0, frames.shape[0])
+        warn_if_scores_not_finite(self.name, scores)
+        return boxes, scores
 
     def track_batch(self, variables, frames, boxes0, lengths):
         """vmap of ``track_sequence`` over sequences padded to a common length.
@@ -273,7 +303,9 @@ class Tracker:
             raise ValueError(f"lengths must be B={frames.shape[0]} values in [1, {frames.shape[1]}], got {lengths}")
         for b, box in enumerate(np.asarray(boxes0)):
             check_init_box(box, frames.shape[2:4], f"boxes0[{b}]")
-        return self._batch_jit(variables, frames, jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
+        boxes, scores = self._batch_jit(variables, frames, jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
+        warn_if_scores_not_finite(self.name, scores, lengths)
+        return boxes, scores
 
     def compile_track_batch(self, variables, frames, boxes0, lengths):
         """Ahead-of-time compiled ``track_batch`` for these shapes (to time compilation apart from running).
@@ -335,7 +367,9 @@ class Tracker:
                 on_chunk(n_in_chunk)
         if state is None:
             raise ValueError("no frames to track")
-        return np.concatenate(boxes_out), np.concatenate(scores_out)
+        scores = np.concatenate(scores_out)
+        warn_if_scores_not_finite(self.name, scores)
+        return np.concatenate(boxes_out), scores
 
 
 def _iter_nonempty(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

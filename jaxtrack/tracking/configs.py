@@ -122,6 +122,11 @@ CONFIGS: dict[str, TrackerConfig] = {
         "nanotrack_v2_opencv", "v2", penalty_k=0.055, window_influence=0.455, lr=0.37, score_size=16,
         opencv_compat=True,
     ),
+    # ... and the loop of OpenCV 5.1, which changed three lines of the update (tracking/nanotrack.py).
+    "nanotrack_v2_opencv51": NanoTrackConfig(
+        "nanotrack_v2_opencv51", "v2", penalty_k=0.055, window_influence=0.455, lr=0.37, score_size=16,
+        opencv_compat=True, opencv_loop="5.1",
+    ),
 }
 
 

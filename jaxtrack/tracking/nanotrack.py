@@ -47,6 +47,7 @@ __all__ = [
     "NanoTrackTracker",
     "OpenCVNanoTrackTracker",
     "OPENCV_DIFFERENCES",
+    "OPENCV_51_CHANGES",
     "crop_opencv_nano",
     "nanotrack_points",
     "nanotrack_decode",
@@ -69,6 +70,18 @@ OPENCV_DIFFERENCES = (
 )
 
 
+OPENCV_LOOPS = ("5.0", "5.1")
+
+# What OpenCV 5.1 changed in TrackerNanoImpl::update (the network's outputs agree with 5.0's to 3e-5; the loop is
+# what differs). Found by reproducing 5.1's integer boxes on the six OTB sequences here with a replica of the 5.0
+# loop that has exactly these three changes (and with no subset of them).
+OPENCV_51_CHANGES = (
+    "search side int(s_z * 255 / 127) in float (5.0: s_z * (255 / 127) with integer division, i.e. 2 * s_z)",
+    "scale penalty against sizeCal(target size * scale_z), as pysot (5.0: sizeCal(target centre), a bug)",
+    "w + h kept in float inside the context size of every update (5.0: truncated to an integer)",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class NanoTrackConfig:
     """``NanoTracker`` settings (``TRACK`` / ``POINT`` sections of configv2.yaml / configv3.yaml)."""
@@ -86,6 +99,12 @@ class NanoTrackConfig:
     min_size: float = 10.0
     # Emulate cv2.TrackerNano instead of nano_tracker.py (see OPENCV_DIFFERENCES); measurement only.
     opencv_compat: bool = False
+    # Which release's update loop (OPENCV_51_CHANGES): "5.0" (the stored reference trajectories) or "5.1".
+    opencv_loop: str = "5.0"
+
+    def __post_init__(self):
+        if self.opencv_loop not in OPENCV_LOOPS:
+            raise ValueError(f"{self.name}: opencv_loop must be one of {OPENCV_LOOPS}, got {self.opencv_loop!r}")
 
     family = "nanotrack"
 
@@ -250,14 +269,19 @@ class OpenCVNanoTrackTracker(NanoTrackTracker):
 
     def search_crop(self, frame, center, size, channel_avg):
         c = self.config
-        ctx = c.context_amount * jnp.trunc(size[0] + size[1])
-        s_z = jnp.sqrt((size[0] + ctx) * (size[1] + ctx))
-        side = jnp.trunc(s_z * (c.instance_size // c.exemplar_size))
+        if c.opencv_loop == "5.0":
+            ctx = c.context_amount * jnp.trunc(size[0] + size[1])
+            s_z = jnp.sqrt((size[0] + ctx) * (size[1] + ctx))
+            side = jnp.trunc(s_z * (c.instance_size // c.exemplar_size))
+        else:
+            ctx = c.context_amount * (size[0] + size[1])
+            s_z = jnp.sqrt((size[0] + ctx) * (size[1] + ctx))
+            side = jnp.trunc(s_z * np.float32(c.instance_size / c.exemplar_size))
         crop = crop_opencv_nano(frame, center, side, c.instance_size)[..., ::-1]
         return crop, c.exemplar_size / s_z
 
     def decode(self, raw, center, size, scale, frame_hw):
-        """``TrackerNanoImpl::update`` after the network (scale penalty against the target *centre*)."""
+        """``TrackerNanoImpl::update`` after the network (5.0: scale penalty against the target *centre*)."""
         c = self.config
         self._check_score_size(raw["cls"])
         cls = jnp.asarray(raw["cls"][0], jnp.float32).reshape(-1, 2)
@@ -274,7 +298,8 @@ class OpenCVNanoTrackTracker(NanoTrackTracker):
 
         w, h = x2 - x1, y2 - y1
         size_in_crop = size * scale
-        s_c = change(size_cal(w, h) / size_cal(center[0], center[1]))
+        reference = center if c.opencv_loop == "5.0" else size_in_crop
+        s_c = change(size_cal(w, h) / size_cal(reference[0], reference[1]))
         r_c = change((size_in_crop[0] / size_in_crop[1]) / (w / h))
         penalty = jnp.exp((r_c * s_c - 1.0) * c.penalty_k * -1.0)
         pscore = penalty * score * (1.0 - c.window_influence) + jnp.asarray(self.window) * c.window_influence

@@ -157,8 +157,15 @@ def _select(score, boxes, window, target_in_crop, penalty_k, window_influence):
     return best, pen[best] * score[best]
 
 
-def _clip(center, size, frame_hw, min_size):
-    """``max(0, min(c, W))`` for the centre and ``max(10, min(s, W))`` for the size (same with H)."""
+def _clip(center, size, frame_hw, min_size, prev_center, prev_size):
+    """``max(0, min(c, W))`` for the centre and ``max(10, min(s, W))`` for the size (same with H).
+
+    A value that is not finite (NaN from a score or box map that overflowed, e.g. random weights) keeps the
+    previous state's value: pysot's ``_bbox_clip`` means to keep the box inside the frame, but NaN passes through
+    ``min``/``max`` comparisons, so a tracker would otherwise write NaN boxes from then on.
+    """
+    center = jnp.where(jnp.isfinite(center), center, prev_center)
+    size = jnp.where(jnp.isfinite(size), size, prev_size)
     bound = jnp.asarray([frame_hw[1], frame_hw[0]], jnp.float32)  # (W, H)
     center = jnp.maximum(0.0, jnp.minimum(center, bound))
     size = jnp.maximum(min_size, jnp.minimum(size, bound))
@@ -201,7 +208,7 @@ def select_and_update_pysot(
     rate = pen_score * lr
     new_center = bbox[:2] + center
     new_size = size * (1.0 - rate) + bbox[2:] * rate
-    new_center, new_size = _clip(new_center, new_size, frame_hw, 10.0)
+    new_center, new_size = _clip(new_center, new_size, frame_hw, 10.0, center, size)
     return new_center, new_size, score[best], best
 
 
@@ -248,7 +255,7 @@ def select_and_update_siamfcpp(
     rate = pen_score * lr
     new_center = pred[:2] + center - (x_size // 2) / scale_x
     new_size = size * (1.0 - rate) + pred[2:] * rate
-    new_center, new_size = _clip(new_center, new_size, frame_hw, min_size)
+    new_center, new_size = _clip(new_center, new_size, frame_hw, min_size, center, size)
     return new_center, new_size, score[best], best
 
 

@@ -17,6 +17,7 @@ SHARED_CHECKPOINTS = {
     "nanotrack_v2": "weights/nanotrack/nanotrackv2.pth",
     "nanotrack_v3": "weights/nanotrack/nanotrackv3.pth",
     "nanotrack_v2_opencv": "weights/nanotrack/nanotrackv2.pth",
+    "nanotrack_v2_opencv51": "weights/nanotrack/nanotrackv2.pth",
 }
 
 
