@@ -14,6 +14,8 @@ Command line: ``jaxtrack train --config NAME --workdir DIR [--steps N] [--set ke
   configuration record, orbax checkpoints with the data position (exact resume), ``metrics.jsonl``, progress bar,
   SIGTERM;
 * :mod:`~jaxtrack.train.loop` -- :func:`train`: the tracker's data, state, step and export around that core;
+* :mod:`~jaxtrack.train.distill` -- the frozen teacher of ``TrainConfig.distill`` (NanoTrack's soft targets for a
+  SiamFC++ student, :mod:`jaxtrack.losses.distill`);
 * :mod:`~jaxtrack.train.defense` -- :func:`~jaxtrack.train.defense.train_defense`: the DuaLossDef U-Net, same core.
 """
 

@@ -251,14 +251,30 @@ def export_variables(workdir, variables: dict, info: dict) -> Path:
 
 # ----------------------------------------------------------------------------------------------- training
 _STEP_CACHE: dict = {}
+_TEACHER_CACHE: dict = {}
 
 
-def _train_step_for(tracker, optim, total_steps, mesh, bf16, params):
-    key = (tracker, optim, int(total_steps), mesh, bool(bf16))
+def _teacher_for(distill, tracker):
+    """The run's :class:`~jaxtrack.train.distill.Teacher` (None when ``distill.teacher`` is empty), loaded once per
+    process and configuration."""
+    if not distill.enabled:
+        return None
+    from jaxtrack.train.distill import load_teacher
+
+    key = (distill, tracker)
+    if key not in _TEACHER_CACHE:
+        _TEACHER_CACHE[key] = load_teacher(distill, tracker)
+    return _TEACHER_CACHE[key]
+
+
+def _train_step_for(tracker, optim, total_steps, mesh, bf16, params, distill=None):
+    teacher = None if distill is None else _teacher_for(distill, tracker)
+    key = (tracker, optim, int(total_steps), mesh, bool(bf16)) + ((distill,) if teacher is not None else ())
     if key not in _STEP_CACHE:
         tx, schedule = make_optimizer(optim, total_steps, params)
         dtype = jnp.bfloat16 if bf16 else jnp.float32
-        _STEP_CACHE[key] = (tx, schedule, make_train_step(tracker, tx, schedule, mesh, compute_dtype=dtype))
+        _STEP_CACHE[key] = (tx, schedule, make_train_step(tracker, tx, schedule, mesh, compute_dtype=dtype,
+                                                          teacher=teacher))
     return _STEP_CACHE[key]
 
 
@@ -304,6 +320,15 @@ def _init_info(config: TrainConfig, tracker) -> dict:
         if card.is_file():
             info["init_weights_card"] = json.loads(card.read_text(encoding="utf-8"))
     return info
+
+
+def _distill_info(config: TrainConfig, tracker) -> dict:
+    """The teacher of a distillation run and where its weights came from, for ``weights.json``."""
+    teacher = _teacher_for(config.distill, tracker)
+    if teacher is None:
+        return {}
+    return {"distill": {"teacher": teacher.tracker.name, "teacher_weights": teacher.source,
+                        **dataclasses.asdict(teacher.weights)}}
 
 
 def _jsonable(d):
@@ -352,7 +377,8 @@ def train(
         if init is None:
             init = _initial_variables(config, tracker, key_init, abstract=resuming)
         check_prefixes(init["params"], config.optim)
-        tx, _, train_step = _train_step_for(tracker, config.optim, config.steps, mesh, config.bf16, init["params"])
+        tx, _, train_step = _train_step_for(tracker, config.optim, config.steps, mesh, config.bf16, init["params"],
+                                            config.distill)
         return initial_state(init, tx, key_run, mesh, abstract=resuming), train_step
 
     make_iter = data_iterator or make_data_iterator
@@ -368,11 +394,16 @@ def train(
         if export:
             info = {"tracker": tracker.name, "tracker_config": _jsonable(dataclasses.asdict(tracker.config)),
                     "config": config.name, "step": out.step, **_init_info(config, tracker),
+                    **_distill_info(config, tracker),
                     "load": f"jaxtrack.tracking.weights.load_tracker_variables(create({tracker.name!r}), "
                             f"{str(workdir / WEIGHTS_DIR)!r})"}
             weights = export_variables(workdir, out.state.variables, info)
         if plot and jax.process_index() == 0:
-            plot_metrics(workdir / METRICS_FILE, workdir / "loss.png", title=f"{config.name} ({tracker.name})")
+            d = config.distill
+            terms = ("loss", "cls", "ctr", "reg") + tuple(
+                k for k, w in (("distill_cls", d.cls_weight), ("distill_reg", d.reg_weight)) if d.enabled and w > 0)
+            plot_metrics(workdir / METRICS_FILE, workdir / "loss.png", title=f"{config.name} ({tracker.name})",
+                         terms=terms)
     return TrainResult(workdir=workdir, step=out.step, metrics=out.metrics, weights=weights,
                        resumed_from=out.resumed_from)
 

@@ -211,6 +211,7 @@ def make_train_step(
     make_targets: Callable | None = None,
     training_loss: Callable | None = None,
     donate: bool = True,
+    teacher=None,
 ) -> Callable:
     """``train_step(state, batch, key) -> (state, metrics)``, jitted (sharded over ``mesh`` when given).
 
@@ -218,6 +219,13 @@ def make_train_step(
     (x0, y0, x1, y1) in search-crop pixels, ``negative`` [B] bool. ``make_targets`` / ``training_loss`` default
     to :mod:`jaxtrack.losses` (``make_targets(config, boxes, negative, key)``, ``training_loss(config, raw,
     targets) -> (total, metrics)``). metrics: the loss terms, ``loss``, ``lr`` (of this step) and ``grad_norm``.
+
+    ``teacher`` (a :class:`jaxtrack.train.distill.Teacher`, or None): a frozen tracker run in inference mode and
+    float32 on the same ``template`` / ``search`` crops (the centred window of its search size), whose soft
+    targets add :func:`jaxtrack.losses.distill.loss` to the loss (metrics ``distill_cls``, ``distill_reg``,
+    ``distill``, ``teacher_*``, ``gt_total`` = the ground-truth loss; ``total`` = ``loss`` = both). Its variables
+    are an argument of the jitted program (replicated over ``mesh``), never differentiated. With ``teacher=None``
+    the program is exactly the one without distillation.
     """
     if make_targets is None or training_loss is None:
         from jaxtrack import losses
@@ -233,9 +241,22 @@ def make_train_step(
             lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
         )
 
-    def loss_fn(params, batch_stats, batch, key):
+    if teacher is not None:
+        from jaxtrack.losses import distill
+
+        distill.check_compatible(config, teacher.tracker.config)
+        teacher_forward = _forward(teacher.tracker.model, False)
+
+        def teacher_targets(teacher_vars, z, x):
+            x_t = distill.teacher_search_window(x, config, teacher.tracker.config)
+            t_raw = teacher.tracker.model.apply(teacher_vars, z, x_t, method=teacher_forward)
+            return distill.teacher_targets(config, teacher.tracker.config, t_raw)
+
+    def loss_fn(params, batch_stats, batch, key, teacher_vars=None):
         z = jnp.asarray(batch["template"], jnp.float32)
         x = jnp.asarray(batch["search"], jnp.float32)
+        if teacher is not None:  # float32 crops, before any bf16 cast
+            soft = teacher_targets(teacher_vars, z, x)
         if low:
             params, z, x = cast(params), z.astype(compute_dtype), x.astype(compute_dtype)
         variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
@@ -243,14 +264,22 @@ def make_train_step(
         raw = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), raw)
         targets = make_targets(config, batch["box"], batch["negative"], key=key)
         total, metrics = training_loss(config, raw, targets)
+        if teacher is not None:
+            d_total, d_metrics = distill.loss(raw, soft, teacher.weights, gt_targets=targets)
+            metrics = {**metrics, **d_metrics, "gt_total": total}
+            total = total + d_total
+            metrics["total"] = total
         new_stats = jax.tree_util.tree_map(
             lambda new, old: new.astype(old.dtype), updated.get("batch_stats", {}), batch_stats
         )
         return total, (metrics, new_stats)
 
     def step(state: TrainState, batch, key):
+        return step_with(state, batch, key, None)
+
+    def step_with(state: TrainState, batch, key, teacher_vars):
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (total, (metrics, new_stats)), grads = grad_fn(state.params, state.batch_stats, batch, key)
+        (total, (metrics, new_stats)), grads = grad_fn(state.params, state.batch_stats, batch, key, teacher_vars)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics)
@@ -259,7 +288,24 @@ def make_train_step(
         return new_state, metrics
 
     kwargs = {"donate_argnums": (0,)} if donate else {}
+    if teacher is None:
+        if mesh is not None:
+            rep, data = replicated(mesh), batch_sharding(mesh)
+            kwargs.update(in_shardings=(rep, data, rep), out_shardings=(rep, rep))
+        return jax.jit(step, **kwargs)
+
     if mesh is not None:
+        from jaxtrack.train.mesh import replicate
+
         rep, data = replicated(mesh), batch_sharding(mesh)
-        kwargs.update(in_shardings=(rep, data, rep), out_shardings=(rep, rep))
-    return jax.jit(step, **kwargs)
+        kwargs.update(in_shardings=(rep, data, rep, rep), out_shardings=(rep, rep))
+        teacher_vars = replicate(teacher.variables, mesh)
+    else:
+        teacher_vars = jax.device_put(teacher.variables)
+    jitted = jax.jit(step_with, **kwargs)
+
+    def step_with_teacher(state: TrainState, batch, key):
+        return jitted(state, batch, key, teacher_vars)
+
+    step_with_teacher.jitted = jitted  # (state, batch, key, teacher_variables): for lowering / inspection
+    return step_with_teacher
