@@ -2,7 +2,8 @@
 
 Everything here follows PyTorch semantics exactly (explicit paddings, ceil-mode pooling, eval-mode BatchNorm
 with running statistics) so that converted pysot / video_analyst checkpoints reproduce the reference outputs.
-Layout is NHWC throughout; convolution kernels are HWIO.
+Layout is NHWC throughout; convolution kernels are HWIO. Every convolution goes through :mod:`jaxtrack.models.conv`
+(gradients that stay fast inside attack loops).
 
 Naming: sub-modules carry the attribute names (or ``nn.Sequential`` indices as strings, ``'0'``, ``'1'``, ...)
 of the PyTorch modules they mirror, so a parameter path is the PyTorch state-dict key split on ``'.'``.
@@ -16,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from .conv import SHIFT_ADD_MAX_TAPS, conv2d_nhwc, conv_general_dilated, depthwise_shift_add
 
 __all__ = [
     "conv2d",
@@ -47,7 +50,8 @@ def conv2d(
     groups: int = 1,
     name: str | None = None,
 ) -> nn.Conv:
-    """``torch.nn.Conv2d`` as a Linen ``nn.Conv`` with explicit symmetric padding (never 'SAME')."""
+    """``torch.nn.Conv2d`` as a Linen ``nn.Conv`` with explicit symmetric padding (never 'SAME'), computed by
+    :func:`jaxtrack.models.conv.conv_general_dilated` (same parameters and values as ``nn.Conv``'s default)."""
     kh, kw = _pair(kernel_size)
     ph, pw = _pair(padding)
     return nn.Conv(
@@ -58,6 +62,7 @@ def conv2d(
         kernel_dilation=_pair(dilation),
         feature_group_count=groups,
         use_bias=use_bias,
+        conv_general_dilated=conv_general_dilated,
         name=name,
     )
 
@@ -102,38 +107,9 @@ def max_pool2d(
 
 
 def _xcorr_single(search: jax.Array, kernel: jax.Array) -> jax.Array:
-    # search [H, W, C], kernel [h, w, C] -> [H-h+1, W-w+1, C]; correlation (no kernel flip), one group per channel.
-    c = search.shape[-1]
-    out = lax.conv_general_dilated(
-        search[None],
-        kernel[:, :, None, :],
-        window_strides=(1, 1),
-        padding="VALID",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        feature_group_count=c,
-    )
-    return out[0]
-
-
-def _xcorr_shift_add(search: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The same correlation as h·w shifted multiply-adds (batch dims broadcast): XLA fuses it into one loop.
-
-    On a 2-core CPU this is ~40x faster than the grouped convolution for tracker-sized kernels (4x4 / 5x5 over
-    26-31 px maps, 256 channels), unbatched and batched alike (see benchmarks/README figures), with the same
-    result to float32 rounding.
-    """
-    h, w = kernel.shape[-3:-1]
-    oh, ow = search.shape[-3] - h + 1, search.shape[-2] - w + 1
-    out = None
-    for u in range(h):
-        for v in range(w):
-            term = search[..., u : u + oh, v : v + ow, :] * kernel[..., u : u + 1, v : v + 1, :]
-            out = term if out is None else out + term
-    return out
-
-
-# Above this many kernel taps the grouped convolution is used instead of the unrolled shift-add.
-_SHIFT_ADD_MAX_TAPS = 64
+    """search [H, W, C], kernel [h, w, C] -> [H-h+1, W-w+1, C]: correlation (no kernel flip), one group per channel
+    (a depthwise kernel with more than SHIFT_ADD_MAX_TAPS taps: XLA's grouped convolution)."""
+    return conv2d_nhwc(search[None], kernel[:, :, None, :], 1, "VALID", groups=search.shape[-1])[0]
 
 
 def xcorr_depthwise(search: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -148,8 +124,11 @@ def xcorr_depthwise(search: jax.Array, kernel: jax.Array) -> jax.Array:
         raise ValueError(f"channel mismatch: search {search.shape} vs kernel {kernel.shape}")
     if kernel.shape[0] not in (1, search.shape[0]):
         raise ValueError(f"batch mismatch: search {search.shape} vs kernel {kernel.shape}")
-    if kernel.shape[1] * kernel.shape[2] <= _SHIFT_ADD_MAX_TAPS:
-        return _xcorr_shift_add(search, kernel)
+    if kernel.shape[1] * kernel.shape[2] <= SHIFT_ADD_MAX_TAPS:
+        # h·w shifted multiply-adds (XLA fuses them into one loop): on a 2-core CPU ~40x faster than the grouped
+        # convolution for tracker-sized kernels (4x4 / 5x5 over 26-31 px maps, 256 channels), batched or not, with
+        # the same result to float32 rounding; gradients are shift-adds too (jaxtrack.models.conv)
+        return depthwise_shift_add(search, kernel)
     if kernel.shape[0] == search.shape[0]:
         return jax.vmap(_xcorr_single)(search, kernel)
     return jax.vmap(_xcorr_single, in_axes=(0, None))(search, kernel[0])

@@ -54,6 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .conv import conv2d_nhwc
 from .layers import batch_norm, xcorr_depthwise
 
 __all__ = [
@@ -142,11 +143,12 @@ def pixelwise_xcorr(search: jax.Array, kernel: jax.Array) -> jax.Array:
 
 class DepthwiseConv2d(nn.Module):
     """``torch.nn.Conv2d(C, C, k, stride, padding, groups=C)`` with a Linen ``nn.Conv``-compatible parameter
-    (``kernel`` [k, k, 1, C], optional ``bias`` [C]), computed as k*k shifted multiply-adds.
+    (``kernel`` [k, k, 1, C], optional ``bias`` [C]), computed by :func:`jaxtrack.models.conv.conv2d_nhwc` as k*k
+    shifted multiply-adds.
 
     XLA:CPU runs grouped (depthwise) convolutions through a slow generic path: on a 2-core CPU the shift-add form
     is 20-40x faster for every depthwise layer of NanoTrack (e.g. 5x5 over 16x16x240: 5.8 ms -> 0.16 ms), with the
-    same result to float32 rounding. Zero padding as torch.
+    same result to float32 rounding; its gradients are shift-adds too. Zero padding as torch.
     """
 
     features: int
@@ -161,15 +163,7 @@ class DepthwiseConv2d(nn.Module):
         if x.shape[-1] != self.features:
             raise ValueError(f"depthwise conv expects {self.features} channels, got input {x.shape}")
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, self.features), jnp.float32)
-        if p:
-            x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-        oh = (x.shape[1] - k) // s + 1
-        ow = (x.shape[2] - k) // s + 1
-        out = None
-        for u in range(k):
-            for v in range(k):
-                tap = x[:, u : u + s * (oh - 1) + 1 : s, v : v + s * (ow - 1) + 1 : s, :] * kernel[u, v, 0]
-                out = tap if out is None else out + tap
+        out = conv2d_nhwc(x, kernel, s, ((p, p), (p, p)), groups=self.features)
         if self.use_bias:
             out = out + self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         return out
@@ -205,18 +199,12 @@ class _StemConv(nn.Module):
         return _stem_conv(x, kernel)
 
 
-def _stem_conv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The stem convolution as XLA's convolution (3x3, stride 2, zero padding 1)."""
-    return jax.lax.conv_general_dilated(
-        x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
 @jax.custom_vjp
 def _stem_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Forward: 27 broadcast multiply-adds (fast on XLA:CPU). Backward: the VJP of the same convolution written
-    as ``lax.conv_general_dilated`` — the transposed shift-adds (27 strided scatters of full-size tensors) cost
-    50 ms at 255x255 on a 2-core CPU, the convolution's transpose 1.7 ms (``benchmarks/attack_speed.py``)."""
+    as :func:`jaxtrack.models.conv.conv2d_nhwc` (3x3, stride 2, zero padding 1) — the transposed shift-adds (27
+    strided scatters of full-size tensors) cost 50 ms at 255x255 on a 2-core CPU, the convolution's transpose
+    1.7 ms (``benchmarks/attack_speed.py``)."""
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     oh, ow = (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
     out = None
@@ -235,7 +223,7 @@ def _stem_conv_fwd(x, kernel):
 
 def _stem_conv_bwd(residuals, g):
     x, kernel = residuals
-    return jax.vjp(_stem_conv_lax, x, kernel)[1](g)
+    return jax.vjp(lambda xx, kk: conv2d_nhwc(xx, kk, 2, ((1, 1), (1, 1))), x, kernel)[1](g)
 
 
 _stem_conv.defvjp(_stem_conv_fwd, _stem_conv_bwd)

@@ -52,6 +52,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from .conv import conv_general_dilated
+
 __all__ = ["PAD_MODES", "DefenseUNet", "conv_general_dilated", "pad_amounts", "pad_to_multiple", "unet_hparams"]
 
 PAD_MODES = ("reflect", "edge", "symmetric")
@@ -75,82 +77,8 @@ def pad_to_multiple(x: jax.Array, multiple: int, mode: str = "reflect") -> tuple
     return x, (slice(t, x.shape[1] - b), slice(l, x.shape[2] - r))
 
 
-def _dilated_size(n: int, dilation: int) -> int:
-    return 0 if n == 0 else 1 + dilation * (n - 1)
-
-
-def _conv_nhwc(x, w, strides, padding):
-    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_standard_layout_grad(x, w, strides, padding):
-    return _conv_nhwc(x, w, strides, padding)
-
-
-def _conv_fwd(x, w, strides, padding):
-    return _conv_nhwc(x, w, strides, padding), (x, w)
-
-
-def _conv_bwd(strides, padding, residuals, g):
-    x, w = residuals
-    # d/dx: the output gradient (dilated by the strides) convolved with the kernel flipped in space and with its in /
-    # out channels swapped -- materialised in HWIO, so XLA sees a standard convolution (see conv_general_dilated)
-    w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
-    pads = []
-    for i, (lo, _) in enumerate(padding):
-        k, n, m, s = w.shape[i], x.shape[1 + i], g.shape[1 + i], strides[i]
-        before = k - 1 - lo
-        pads.append((before, n + k - 1 - _dilated_size(m, s) - before))
-    dx = jax.lax.conv_general_dilated(g, w_t, (1,) * len(strides), pads, lhs_dilation=tuple(strides),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    _, kernel_vjp = jax.vjp(lambda ww: _conv_nhwc(x, ww, strides, padding), w)  # d/dw: JAX's own rule
-    return dx.astype(x.dtype), kernel_vjp(g)[0]
-
-
-_conv_standard_layout_grad.defvjp(_conv_fwd, _conv_bwd)
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    """``jax.lax.conv_general_dilated`` for NHWC / HWIO convolutions, whose input gradient is computed with a kernel
-    laid out in HWIO (the flipped kernel with in / out channels swapped, made explicitly).
-
-    JAX's own transpose rule convolves with the kernel in the swapped ``01oi`` layout. XLA:CPU folds that away
-    when the kernel is a constant, but inside a loop (an attack's PGD steps through the U-Net, ``lax.fori_loop``)
-    it runs that convolution several times slower than a standard one: the U-Net's input gradient took ~4x longer
-    per step in a loop than alone. Same values (``tests/test_defense.py``); other convolutions (grouped,
-    dilated, other layouts) fall back to ``jax.lax.conv_general_dilated``. Pass as ``nn.Conv(...,
-    conv_general_dilated=conv_general_dilated)`` (as the U-Net's ``_Conv`` does).
-    """
-    nd = len(window_strides)
-    ones = (1,) * nd
-    standard = (
-        nd == 2
-        and feature_group_count == 1
-        and tuple(lhs_dilation or ones) == ones
-        and tuple(rhs_dilation or ones) == ones
-        and precision is None
-        and not kwargs
-        and _is_nhwc_hwio(dimension_numbers, lhs.ndim)
-    )
-    if not standard:
-        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                            dimension_numbers, feature_group_count, precision=precision, **kwargs)
-    if isinstance(padding, str):
-        padding = jax.lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], window_strides, padding)
-    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    return _conv_standard_layout_grad(lhs, rhs, tuple(int(s) for s in window_strides), padding)
-
-
-def _is_nhwc_hwio(dimension_numbers, ndim: int) -> bool:
-    if dimension_numbers is None or ndim != 4:
-        return False
-    dn = jax.lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), dimension_numbers)  # strings or specs
-    return (tuple(dn.lhs_spec), tuple(dn.rhs_spec), tuple(dn.out_spec)) == ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
-
-
-#: ``nn.Conv`` with :func:`conv_general_dilated` (every convolution of the U-Net).
+#: ``nn.Conv`` with :func:`jaxtrack.models.conv.conv_general_dilated`, the convolution of every network here (fast
+#: gradients inside attack loops); every convolution of the U-Net but the transposed one (``up="transpose"``).
 _Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
 
 
