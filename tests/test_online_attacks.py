@@ -32,15 +32,6 @@ def crossing(data_dir):
     return frames, np.asarray(seq.ground_truth, np.float64)
 
 
-def _iou(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    x1, y1 = np.maximum(a[:, 0], b[:, 0]), np.maximum(a[:, 1], b[:, 1])
-    x2 = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2])
-    y2 = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return inter / (a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter)
-
-
 def test_zero_budget_attack_and_zero_step_refinement_track_like_the_clean_tracker(nano, crossing):
     tracker, variables = nano
     frames, gt = crossing

@@ -453,17 +453,8 @@ def siamfcpp_tiny_real() -> TrainConfig:
         tracker="siamfcpp_tiny",
         steps=5_000,
         batch_size=16,
-        optim=OptimConfig(
-            name="adamw",
-            lr=1e-3,
-            weight_decay=1e-4,
-            schedule="cosine",
-            warmup_steps=200,
-            warmup_init_lr=1e-5,
-            end_lr=1e-5,
-            backbone_lr_mult=1.0,
-            clip_grad_norm=10.0,
-        ),
+        # the synthetic recipe's AdamW, cosine and clipping, at a lower peak and a longer warm-up
+        optim=dataclasses.replace(siamfcpp_tiny_synthetic().optim, lr=1e-3, warmup_steps=200),
         data=DataConfig(
             source="otb-folder", root="shared:sequences/train",
             extra_source="otb100", extra_root="shared:sequences/OTB", extra_sequences=("David", "Jogging-2"),
