@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jaxtrack import attacks, tracking  # noqa: E402
-from jaxtrack.data.sequence import load_otb_folder  # noqa: E402
-from jaxtrack.paths import shared_data_dir  # noqa: E402
-from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint  # noqa: E402
+from jaxtrack import attacks, tracking
+from jaxtrack.data.sequence import load_otb_folder
+from jaxtrack.paths import shared_data_dir
+from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint
 
 
 def _median(fn, repeats):
@@ -104,4 +101,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from jaxtrack import runtime
+
+    runtime.configure(compile_cache=False)
     main()

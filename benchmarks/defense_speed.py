@@ -29,21 +29,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jaxtrack import tracking
 from jaxtrack.data.sequence import load_otb_folder
 from jaxtrack.defense import apply_defense, defended
 from jaxtrack.models.unet import DefenseUNet
 from jaxtrack.paths import shared_data_dir
+from jaxtrack.timing import interleaved
 
 
 def _parse_unet(spec: str) -> dict:
@@ -59,21 +56,6 @@ def _loadavg() -> float:
         return float(Path("/proc/loadavg").read_text().split()[0])
     except OSError:
         return float("nan")
-
-
-def interleaved(fns: dict, rounds: int, iters: int) -> dict[str, float]:
-    """Median seconds of each zero-argument function, timed in turns (all see the same background load)."""
-    for fn in fns.values():  # compile + warm up
-        jax.block_until_ready(fn())
-        jax.block_until_ready(fn())
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            for _ in range(iters):
-                start = time.perf_counter()
-                jax.block_until_ready(fn())
-                times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main(argv=None):
@@ -219,4 +201,7 @@ def variants_table(crop, rounds, iters):
 
 
 if __name__ == "__main__":
+    from jaxtrack import runtime
+
+    runtime.configure(compile_cache=False)
     main()

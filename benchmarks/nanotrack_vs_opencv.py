@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,13 +28,12 @@ import cv2
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jaxtrack import tracking  # noqa: E402
-from jaxtrack.convert.convert import abstract_variables, state_dict_to_variables  # noqa: E402
-from jaxtrack.convert.reader import load_torch_file  # noqa: E402
-from jaxtrack.data.sequence import load_otb_folder  # noqa: E402
-from jaxtrack.paths import shared_data_dir  # noqa: E402
+from jaxtrack import tracking
+from jaxtrack.convert.convert import abstract_variables, state_dict_to_variables
+from jaxtrack.convert.reader import load_torch_file
+from jaxtrack.data.sequence import load_otb_folder
+from jaxtrack.paths import shared_data_dir
 
 WEIGHTS = "weights/nanotrack"
 
@@ -124,4 +122,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from jaxtrack import runtime
+
+    runtime.configure(compile_cache=False)
     main()

@@ -24,22 +24,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from jaxtrack.data.augment import augment, precrop  # noqa: E402
-from jaxtrack.data.datasets import load_dataset  # noqa: E402
-from jaxtrack.data.pairs import PairConfig, PairSampler  # noqa: E402
-from jaxtrack.data.pipeline import build_tfds, make_loader  # noqa: E402
-from jaxtrack.data.sequence import read_frame  # noqa: E402
-from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
+from jaxtrack.data.augment import augment, precrop
+from jaxtrack.data.datasets import load_dataset
+from jaxtrack.data.pairs import PairConfig, PairSampler
+from jaxtrack.data.pipeline import build_tfds, make_loader
+from jaxtrack.data.sequence import read_frame
+from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
 
 
 def sampler_rate(seqs, cfg, n):
@@ -153,4 +151,7 @@ def main():
 
 
 if __name__ == "__main__":
+    from jaxtrack import runtime
+
+    runtime.configure(compile_cache=False)
     main()

@@ -8,7 +8,7 @@ For each model at its published input size (random weights; speed does not depen
 * non-network share = 1 − network / step (crop + decoding + state update);
 * compile: time of the first ``step`` call minus a steady-state step;
 * track_batch throughput (frames/s) for 1 / 4 / 8 sequences of ``--batch-frames`` frames, relative to 1;
-* torch: the same network in PyTorch eager (the test-only twin of ``tests/torch_twins.py``, 2 threads,
+* torch: the same network in PyTorch eager (the test-only twin of ``jaxtrack/testing/torch_twins.py``, 2 threads,
   ``no_grad``, template branch cached as pysot/video_analyst do), median of its search-branch + head forward,
   so JAX step / PyTorch forward is a ratio measured in one run (the PyTorch trackers' own crop and
   post-processing would add to their side).
@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jaxtrack import tracking  # noqa: E402
-from jaxtrack.data.sequence import load_otb_folder  # noqa: E402
-from jaxtrack.paths import shared_data_dir  # noqa: E402
+from jaxtrack import tracking
+from jaxtrack.data.sequence import load_otb_folder
+from jaxtrack.paths import shared_data_dir
 
 
 def _median_time(fn, n):
@@ -84,8 +81,7 @@ def _torch_forward_ms(name, config, steps):
     try:
         import torch
 
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        import torch_twins as tt
+        from jaxtrack.testing import torch_twins as tt
     except ImportError:
         return None
     builders = {"siamfcpp": tt.siamfcpp_alexnet, "siamrpn_alex": tt.siamrpn_alex,
@@ -147,4 +143,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from jaxtrack import runtime
+
+    runtime.configure(compile_cache=False)
     main()

@@ -171,4 +171,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from jaxtrack import runtime
+
+    runtime.configure(compile_cache=False)
     sys.exit(main())

@@ -21,24 +21,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
+from jaxtrack import robust, runtime, tracking
+from jaxtrack.attacks import OnlineAttack, attack_config
+from jaxtrack.eval.benchmark import run_dataset
+from jaxtrack.eval.heldout import HELD_OUT_OTB, held_out_sets, models_with_weights
+from jaxtrack.eval.report import score_results
+from jaxtrack.fileio import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from jaxtrack import robust, tracking  # noqa: E402
-from jaxtrack.attacks import OnlineAttack, attack_config  # noqa: E402
-from jaxtrack.data.datasets import load_dataset  # noqa: E402
-from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
-from jaxtrack.eval.benchmark import run_dataset  # noqa: E402
-from jaxtrack.eval.report import score_results  # noqa: E402
-from jaxtrack.fileio import atomic_write_text  # noqa: E402
-from jaxtrack.paths import shared_data_dir  # noqa: E402
-from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint  # noqa: E402
-
-DEFAULT_OTB = ("Crossing", "Couple", "KiteSurf", "Football1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,39 +61,11 @@ def grid(name: str) -> list[Cell]:
     raise ValueError(f"unknown grid {name!r}")
 
 
-def models_with_weights(names: list[str]) -> list[tuple[str, dict]]:
-    out = []
-    for name in names:
-        tracker = tracking.create(name)
-        path = shared_checkpoint(name)
-        if path is None:
-            print(f"skipping {name}: no trained weights here")
-            continue
-        variables, _ = load_tracker_variables(tracker, str(path))
-        out.append((name, variables))
-    return out
-
-
-def datasets(args) -> dict[str, tuple[str, list]]:
-    """{label: (dataset name for the runner, sequences)}."""
-    out = {}
-    otb_root = shared_data_dir() / "sequences/OTB"
-    if args.otb_sequences != "none" and otb_root.is_dir():
-        names = None if args.otb_sequences == "all" else args.otb_sequences.split(",")
-        out["OTB (real)"] = ("otb-folder", load_dataset("otb-folder", otb_root, sequences=names))
-    if args.synthetic:
-        root = Path(args.results) / "synthetic_data"
-        # held out: jaxtrack.train's synthetic recipes generate from seed 0; these come from seed 90_000
-        generate_dataset(root, args.synthetic, SyntheticConfig(num_frames=args.synthetic_frames), seed=90_000)
-        out["synthetic"] = ("synthetic", load_dataset("synthetic", root))
-    return out
-
-
 def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", default="headline", choices=["headline", "full", "smoke"])
     parser.add_argument("--models", default="nanotrack_v2", help="comma-separated trackers (those with weights run)")
-    parser.add_argument("--otb-sequences", default=",".join(DEFAULT_OTB), help="comma-separated, 'all' or 'none'")
+    parser.add_argument("--otb-sequences", default=",".join(HELD_OUT_OTB), help="comma-separated, 'all' or 'none'")
     parser.add_argument("--synthetic", type=int, default=4, help="held-out synthetic sequences (0: none)")
     parser.add_argument("--synthetic-frames", type=int, default=60)
     parser.add_argument("--results", default="out/attack_table")
@@ -108,7 +73,7 @@ def run(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     cells = grid(args.grid)
-    sets = datasets(args)
+    sets = held_out_sets(args.results, args.otb_sequences, args.synthetic, args.synthetic_frames)
     rows = []  # (model, dataset, cell or None, scores, seconds)
     for model, variables in models_with_weights(args.models.split(",")):
         base = tracking.create(model)
@@ -189,4 +154,5 @@ def plot(rows, path: Path) -> None:
 
 
 if __name__ == "__main__":
+    runtime.configure()
     run()

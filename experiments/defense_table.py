@@ -55,29 +55,27 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from jaxtrack import attacks, robust, tracking  # noqa: E402
-from jaxtrack.attacks import OnlineAttack, attack_config  # noqa: E402
-from jaxtrack.data.datasets import load_dataset  # noqa: E402
-from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset  # noqa: E402
-from jaxtrack.defense.checkpoint import (  # noqa: E402
+from jaxtrack import attacks, robust, tracking
+from jaxtrack.attacks import OnlineAttack, attack_config
+from jaxtrack.defense.checkpoint import (
     BUNDLED_DEFENSES,
     bundled_defense,
     defended_from_checkpoint,
     read_defense_card,
 )
-from jaxtrack.eval.benchmark import run_dataset  # noqa: E402
-from jaxtrack.eval.report import score_results  # noqa: E402
-from jaxtrack.fileio import atomic_write_text  # noqa: E402
-from jaxtrack.paths import shared_data_dir  # noqa: E402
-from jaxtrack.tracking.crop import channel_average  # noqa: E402
-from jaxtrack.tracking.weights import default_checkpoint, load_tracker_variables  # noqa: E402
+from jaxtrack.eval.benchmark import run_dataset
+from jaxtrack.eval.heldout import HELD_OUT_OTB, held_out_otb, held_out_synthetic
+from jaxtrack.eval.report import score_results
+from jaxtrack.fileio import atomic_write_text
+from jaxtrack.timing import interleaved
+from jaxtrack.paths import shared_data_dir
+from jaxtrack.tracking.crop import channel_average
+from jaxtrack.tracking.weights import default_checkpoint, load_tracker_variables
 
-DEFAULT_OTB = ("Crossing", "Couple", "KiteSurf", "Football1")
 DEFAULT_PLAN = "nanotrack_v2=otb,siamfcpp_tiny=synthetic"
 CONDITIONS = ("clean", "defended", "attacked", "non-adaptive", "adaptive")
 
@@ -206,14 +204,11 @@ def parse_plan(text: str) -> list[tuple[str, list[str]]]:
 def load_sets(args) -> dict[str, tuple[str, list]]:
     """{set: (dataset name for the runner, sequences)}."""
     out = {}
-    otb_root = shared_data_dir() / "sequences/OTB"
-    cut = (lambda seqs: [s.head(args.max_frames) for s in seqs]) if args.max_frames else list
-    if otb_root.is_dir():
-        seqs = load_dataset("otb-folder", otb_root, sequences=args.otb_sequences.split(","))
-        out["otb"] = ("otb-folder", cut(seqs))
-    root = Path(args.results) / "synthetic_data"
-    generate_dataset(root, args.synthetic, SyntheticConfig(num_frames=args.synthetic_frames), seed=90_000)
-    out["synthetic"] = ("synthetic", cut(load_dataset("synthetic", root)))
+    otb = held_out_otb(args.otb_sequences.split(","), max_frames=args.max_frames)
+    if otb:
+        out["otb"] = ("otb-folder", otb)
+    out["synthetic"] = ("synthetic", held_out_synthetic(Path(args.results) / "synthetic_data", args.synthetic,
+                                                        args.synthetic_frames, max_frames=args.max_frames))
     return out
 
 
@@ -334,8 +329,6 @@ def convergence(model: str, variables, pairs: int, steps: int, restarts: int, ep
 # ----------------------------------------------------------------------------------------------- cost
 def cost(model: str, variables, iters: int) -> dict:
     """Median ms of a tracking step undefended and defended (both branches; the template U-Net runs at init)."""
-    from benchmarks.defense_speed import interleaved
-
     from jaxtrack.data.sequence import load_otb_folder
 
     seq = load_otb_folder(shared_data_dir() / "sequences/OTB/Crossing")
@@ -467,7 +460,7 @@ def run(argv: list[str] | None = None) -> None:
                              "attacked / non-adaptive over the losses, ε 4 / 16, FGSM and BIM; full: every "
                              "attack x loss x ε x condition and the 100-step, 5-restart adaptive attack")
     parser.add_argument("--plan", default=DEFAULT_PLAN, help="model=set[+set],... (sets: otb, synthetic)")
-    parser.add_argument("--otb-sequences", default=",".join(DEFAULT_OTB))
+    parser.add_argument("--otb-sequences", default=",".join(HELD_OUT_OTB))
     parser.add_argument("--synthetic", type=int, default=4, help="held-out synthetic sequences")
     parser.add_argument("--synthetic-frames", type=int, default=60)
     parser.add_argument("--max-frames", type=int, default=0,
@@ -524,4 +517,7 @@ def run(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from jaxtrack import runtime
+
+    runtime.configure()
     run()

@@ -14,14 +14,12 @@ import argparse
 import contextlib
 import io
 import shutil
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from jaxtrack.cli import main as jaxtrack  # noqa: E402
-from jaxtrack.paths import shared_data_dir  # noqa: E402
+from jaxtrack.cli import main as jaxtrack
+from jaxtrack.paths import shared_data_dir
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -46,4 +44,7 @@ def run(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from jaxtrack import runtime
+
+    runtime.configure()
     run()

@@ -14,21 +14,19 @@ sequences of the shared data and on held-out synthetic sequences (resumable resu
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
+
+from jaxtrack import attacks, runtime, tracking
+from jaxtrack.eval.benchmark import run_dataset
+from jaxtrack.eval.heldout import held_out_sets, models_with_weights
+from jaxtrack.eval.report import score_results
+from jaxtrack.fileio import atomic_write_text
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from attack_table import datasets, models_with_weights  # noqa: E402
-
-from jaxtrack import attacks, tracking  # noqa: E402
-from jaxtrack.eval.benchmark import run_dataset  # noqa: E402
-from jaxtrack.eval.report import score_results  # noqa: E402
-from jaxtrack.fileio import atomic_write_text  # noqa: E402
 
 STEPS = (0, 1, 2, 4, 8, 16)
 
@@ -57,7 +55,7 @@ def run(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
 
-    sets = datasets(args)
+    sets = held_out_sets(args.results, args.otb_sequences, args.synthetic, args.synthetic_frames)
     rows = []  # (model, data, N, scores, init ms)
     for model, variables in models_with_weights(args.models.split(",")):
         base = tracking.create(model)
@@ -126,4 +124,5 @@ def plot(rows, path: Path) -> None:
 
 
 if __name__ == "__main__":
+    runtime.configure()
     run()

@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxtrack.tracking.configs import CONFIGS
 
     parser = argparse.ArgumentParser(prog="jaxtrack", description=__doc__.split("\n")[0])
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help="do not read or write JAX's persistent compilation cache (default: on, in "
+                             "$JAXTRACK_CACHE_DIR or ~/.cache/jaxtrack/jax-compilation, so a second run of the same "
+                             "command compiles nothing)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("track", help="track one sequence (OTB folder or video) and write one box per frame")
@@ -329,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from jaxtrack import runtime
+
+    runtime.configure(compile_cache=not args.no_compile_cache)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, KeyError) as err:

@@ -1,10 +1,16 @@
 import os
 from pathlib import Path
 
-import jax
-import pytest
+from jaxtrack import runtime
 
-from jaxtrack.paths import shared_data_dir
+# The suite is an entry point: the same XLA:CPU defaults as the jaxtrack command (set before JAX starts its CPU
+# backend; inherited by the subprocesses some tests start).
+runtime.apply_xla_defaults()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from jaxtrack.paths import shared_data_dir  # noqa: E402
 
 # Reference comparisons need full-precision convolutions on every backend.
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -12,20 +18,16 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # XLA's persistent compilation cache, shared by the test workers: many tests build the same jitted tracker step
 # (NanoTrack under attack, the defended tracker, ...) through fresh wrapper objects, which jit traces anew; with
 # the cache each distinct program is compiled once per suite run. Keyed on the program and the jax/XLA versions,
-# so a stale entry is never used. JAXTRACK_TEST_JAX_CACHE= (empty) turns it off.
+# so a stale entry is never used. JAXTRACK_TEST_JAX_CACHE= (empty) turns it off. The jaxtrack command, called
+# in-process by the CLI tests, is pointed at the same folder (or kept off) through the environment.
 _CACHE = os.environ.get("JAXTRACK_TEST_JAX_CACHE",
                         str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation"))
 _SAVED = {"hits": 0, "seconds": 0.0}
-if _CACHE:
-    jax.config.update("jax_compilation_cache_dir", _CACHE)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    try:  # a size limit makes JAX lock the folder (filelock) around reads and writes: safe for parallel workers
-        import filelock  # noqa: F401
-
-        jax.config.update("jax_compilation_cache_max_size", 4 << 30)
-    except ImportError:
-        pass
+if not _CACHE:
+    os.environ[runtime.NO_CACHE_ENV] = "1"
+else:
+    os.environ[runtime.CACHE_ENV] = _CACHE
+    runtime.enable_compilation_cache(_CACHE, min_compile_seconds=0.5)
 
     def _count_hit(event, **_):
         if event == "/jax/compilation_cache/cache_hits":

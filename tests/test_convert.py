@@ -1,7 +1,7 @@
 """Checkpoint conversion: the torch-free reader, the key mapping per family, converted folders, the CLI.
 
 The reader is checked against ``torch.load`` on the real NanoTrack files and on tensors of every kind saved by
-torch 2.13 in both formats. Conversion is checked end to end: a PyTorch twin of each network (tests/torch_twins.py,
+torch 2.13 in both formats. Conversion is checked end to end: a PyTorch twin of each network (jaxtrack/testing/torch_twins.py,
 the reference state-dict schema, random weights) is saved with ``torch.save`` in the layouts real checkpoints
 use, converted with the torch-free reader, and our tracker's template embedding / raw head outputs / decoded box
 must match the twin's forward pass.
@@ -26,7 +26,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_twins as tt  # noqa: E402
+from jaxtrack.testing import torch_twins as tt  # noqa: E402
 from reference_impls import ref_pysot_anchor, ref_pysot_track, ref_siamfcpp_track  # noqa: E402
 
 from jaxtrack import checkpoint, tracking  # noqa: E402

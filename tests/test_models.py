@@ -1,6 +1,6 @@
 """Model definitions: shapes, parameter-tree mirroring of the PyTorch references, numerical equivalence.
 
-The PyTorch twins (tests/torch_twins.py) restate pysot / video_analyst with their exact attribute names; their
+The PyTorch twins (jaxtrack/testing/torch_twins.py) restate pysot / video_analyst with their exact attribute names; their
 state dicts are converted by a generic renaming (below) and must fit the Flax trees exactly.
 """
 
@@ -15,8 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_twins as tt  # noqa: E402
-from torch_twins import torch_to_flax  # noqa: E402
+from jaxtrack.testing import torch_twins as tt  # noqa: E402
+from jaxtrack.testing.torch_twins import torch_to_flax  # noqa: E402
 
 from jaxtrack.models import (  # noqa: E402
     AlexNetBN,

@@ -22,7 +22,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_twins as tt  # noqa: E402
+from jaxtrack.testing import torch_twins as tt  # noqa: E402
 from reference_impls import (  # noqa: E402
     pysot_get_subwindow,
     ref_pysot_anchor,

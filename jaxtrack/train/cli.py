@@ -78,6 +78,9 @@ def run_as_module(add_parser, command: str) -> None:
     parser = argparse.ArgumentParser(prog="jaxtrack")
     add_parser(parser.add_subparsers(dest="command", required=True))
     ns = parser.parse_args([command, *sys.argv[1:]])
+    from jaxtrack import runtime
+
+    runtime.configure()
     try:
         sys.exit(ns.func(ns))
     except ValueError as err:
