@@ -33,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       workdir_help="output folder (checkpoints, metrics, plot, weights)",
                       set_examples="optim.lr=0.01, data.on_corrupt=skip, "
                                    "optim.freeze=basemodel/conv1@-1,basemodel/conv5@5000")
+    p.add_argument("--eval-checkpoints", action="store_true",
+                   help="do not train: track the eval.sequences with every checkpoint in WORKDIR that heldout.jsonl "
+                        "has no line for, append the lines, redraw loss.png")
     p.set_defaults(func=main)
     return p
 
@@ -94,6 +97,8 @@ def main(args) -> int:
     config = resolve_config(args, get_config)
     if config is None:
         return 0
+    if args.eval_checkpoints:
+        return eval_checkpoints(config, args.workdir)
     from jaxtrack.train.loop import train
 
     try:
@@ -107,6 +112,23 @@ def main(args) -> int:
     print(line)
     if result.weights is not None:
         print(f"weights: {result.weights}  (jaxtrack track --model {config.tracker} --weights {result.weights} ...)")
+    return 0
+
+
+def eval_checkpoints(config, workdir, tracker=None) -> int:
+    """``--eval-checkpoints``: held-out success of the run's saved checkpoints (:mod:`jaxtrack.train.heldout`);
+    ``tracker`` instead of ``config.tracker`` (a variant, as ``train(tracker=...)``)."""
+    from pathlib import Path
+
+    from jaxtrack.train.heldout import HELDOUT_FILE, evaluate_checkpoints
+    from jaxtrack.train.runner import METRICS_FILE, plot_metrics
+
+    rows = evaluate_checkpoints(config, workdir, tracker=tracker)
+    print(f"{len(rows)} checkpoint(s) evaluated; {Path(workdir) / HELDOUT_FILE}")
+    png = plot_metrics(Path(workdir) / METRICS_FILE, Path(workdir) / "loss.png", title=config.name,
+                       heldout_path=Path(workdir) / HELDOUT_FILE)
+    if png is not None:
+        print(f"plot: {png}")
     return 0
 
 

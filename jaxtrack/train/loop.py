@@ -7,7 +7,7 @@
 
 The machinery around the jitted step (configuration record, checkpoints with the data position, resume,
 metrics lines, progress bar, SIGTERM) is :func:`jaxtrack.train.runner.run_loop`, shared with
-:func:`jaxtrack.train.defense.train_defense`; this module adds the tracker's data, state, step and export.
+:func:`jaxtrack.defense.trainer.train_defense`; this module adds the tracker's data, state, step and export.
 
 What lands in ``workdir``:
 
@@ -382,11 +382,22 @@ def train(
         return initial_state(init, tx, key_run, mesh, abstract=resuming), train_step
 
     make_iter = data_iterator or make_data_iterator
+    on_save = None
+    if config.eval.sequences:
+        from jaxtrack.train.heldout import HeldOutEvaluator
+
+        evaluator = HeldOutEvaluator(config.eval, tracker, workdir, log)
+
+        def on_save(state, step):
+            row = evaluator(state.variables, step)
+            if row is not None:
+                log(f"step {step}: held-out success AUC {row['success_auc']:.3f} ({row['seconds']:.0f} s)")
+
     out = run_loop(
         workdir, name=config.name, config_record=config_to_dict(config), setup=setup,
         make_iterator=lambda: make_iter(config, tracker, workdir, local_batch), mesh=mesh, steps=config.steps,
         batch_size=config.batch_size, log_every=config.log_every, save_every=config.save_every, keep=config.keep,
-        stop_at=stop_at, progress=progress, log=log,
+        stop_at=stop_at, progress=progress, on_save=on_save, log=log,
     )
 
     weights = None
@@ -403,7 +414,7 @@ def train(
             terms = ("loss", "cls", "ctr", "reg") + tuple(
                 k for k, w in (("distill_cls", d.cls_weight), ("distill_reg", d.reg_weight)) if d.enabled and w > 0)
             plot_metrics(workdir / METRICS_FILE, workdir / "loss.png", title=f"{config.name} ({tracker.name})",
-                         terms=terms)
+                         terms=terms, heldout_path=workdir / "heldout.jsonl")
     return TrainResult(workdir=workdir, step=out.step, metrics=out.metrics, weights=weights,
                        resumed_from=out.resumed_from)
 

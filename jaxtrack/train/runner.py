@@ -1,4 +1,4 @@
-"""The loop core shared by :func:`jaxtrack.train.train` and :func:`jaxtrack.train.defense.train_defense`.
+"""The loop core shared by :func:`jaxtrack.train.train` and :func:`jaxtrack.defense.trainer.train_defense`.
 
 Both trainings are the same machine around a different jitted step: a ``workdir`` with a configuration record,
 orbax checkpoints that hold the :class:`~jaxtrack.train.state.TrainState` AND the grain data-iterator position
@@ -211,8 +211,9 @@ def scalars(metrics: dict) -> dict:
 
 
 def plot_metrics(metrics_path, out_png, title: str = "",
-                 terms: tuple[str, ...] = ("loss", "cls", "ctr", "reg")) -> Path | None:
+                 terms: tuple[str, ...] = ("loss", "cls", "ctr", "reg"), heldout_path=None) -> Path | None:
     """Loss curves (the ``terms`` present in the rows, log scale) and the learning rate from ``metrics.jsonl``,
+    plus, when ``heldout_path`` has rows, the held-out success AUC per checkpoint (mean and per sequence),
     written to ``out_png`` (atomic); None when there are no rows."""
     rows = read_metrics(metrics_path)
     if not rows:
@@ -223,7 +224,21 @@ def plot_metrics(metrics_path, out_png, title: str = "",
     import matplotlib.pyplot as plt
 
     steps = np.array([r["step"] for r in rows])
-    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    heldout = read_metrics(heldout_path) if heldout_path is not None else []
+    if heldout:
+        fig, (ax, ax_ev, ax_lr) = plt.subplots(3, 1, figsize=(7, 8.5), sharex=True,
+                                               gridspec_kw={"height_ratios": [3, 2, 1]})
+        ev_steps = [r["step"] for r in heldout]
+        for name in heldout[-1].get("per_sequence", {}):
+            ax_ev.plot(ev_steps, [r.get("per_sequence", {}).get(name, np.nan) for r in heldout], lw=0.8,
+                       alpha=0.6, marker=".", label=name)
+        ax_ev.plot(ev_steps, [r["success_auc"] for r in heldout], color="k", lw=2, marker="o", label="mean")
+        ax_ev.set_ylabel("held-out success AUC")
+        ax_ev.set_ylim(0, 1)
+        ax_ev.grid(True, alpha=0.3)
+        ax_ev.legend(fontsize=7, ncol=3)
+    else:
+        fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     terms = [k for k in terms if k in rows[0]]
     window = max(1, len(rows) // 50)  # long runs: raw values faint, a running mean on top
     for k in terms:
@@ -303,6 +318,7 @@ def run_loop(
     stop_at: int | None = None,
     progress: bool = True,
     postfix: Callable[[dict], dict] | None = None,
+    on_save: Callable[[TrainState, int], None] | None = None,
     log: Callable[[str], None],
 ) -> LoopResult:
     """Run steps ``state.step + 1 .. min(stop_at, steps)`` in ``workdir``, resuming from its latest checkpoint.
@@ -332,6 +348,8 @@ def run_loop(
       stop_at: stop after this global step (saving a checkpoint), as an interruption would.
       progress: show the progress bar (process 0 only).
       postfix: ``row -> dict`` shown after the bar at every metrics line (default: loss, lr, pairs/s).
+      on_save: ``on_save(state, step)`` after every scheduled checkpoint (not the one an interruption writes),
+        e.g. a held-out evaluation.
       log: where notes go.
 
     A failing ``next(iterator)`` raises :class:`TrainingDataError` naming the last checkpoint (nothing is saved
@@ -428,6 +446,8 @@ def run_loop(
                 if s % save_every == 0 or s == end:
                     save(state, data_state, s)
                     last_saved = s
+                    if on_save is not None:
+                        on_save(state, s)
     except KeyboardInterrupt:
         if done_step > last_saved and done_step > start:
             try:
