@@ -133,7 +133,7 @@ def cmd_convert(args) -> int:
     from jaxtrack.convert import convert_checkpoint, read_card
 
     try:
-        dst = convert_checkpoint(args.family, args.src, args.dst, overwrite=args.overwrite)
+        dst = convert_checkpoint(args.kind, args.src, args.dst, overwrite=args.overwrite)
     except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -263,10 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_robustness_args(p)
     p.set_defaults(func=cmd_track)
 
-    from jaxtrack.convert.convert import FAMILIES
+    from jaxtrack.convert.convert import CHECKPOINT_KINDS
 
     p = sub.add_parser("convert", help="convert a PyTorch checkpoint (.pth/.pkl) to a jaxtrack weights folder")
-    p.add_argument("--family", required=True, choices=sorted(FAMILIES), help="model family of the checkpoint")
+    p.add_argument("--kind", "--family", dest="kind", required=True, choices=sorted(CHECKPOINT_KINDS),
+                   help="checkpoint kind: which published release the file is (--family: the former name)")
     p.add_argument("src", help="checkpoint written by torch.save (read without torch)")
     p.add_argument("dst", help="output folder (variables/ + card.json); use it with `track --weights`")
     p.add_argument("--overwrite", action="store_true", help="replace an existing converted folder")

@@ -32,10 +32,10 @@ from reference_impls import ref_pysot_anchor, ref_pysot_track, ref_siamfcpp_trac
 from jaxtrack import checkpoint, tracking  # noqa: E402
 from jaxtrack.cli import main  # noqa: E402
 from jaxtrack.convert import (  # noqa: E402
-    FAMILIES,
+    CHECKPOINT_KINDS,
     UnsafeCheckpointError,
     abstract_variables,
-    compatible_families,
+    compatible_kinds,
     convert_checkpoint,
     load_converted,
     load_torch_file,
@@ -374,7 +374,7 @@ def converted(request, tmp_path_factory):
     """(family, tracker, twin, converted folder, source file, variables restored from the folder)."""
     family = request.param
     build, layout, _ = CASES[family]
-    tracker = tracking.create(FAMILIES[family].tracker)
+    tracker = tracking.create(CHECKPOINT_KINDS[family].tracker)
     c = tracker.config
     twin = build()
     if family.startswith("siamrpnpp"):
@@ -400,7 +400,7 @@ def converted(request, tmp_path_factory):
 def test_converted_folder_and_card(converted):
     family, tracker, twin, dst, src, variables = converted
     card = read_card(dst)
-    assert card["family"] == family and card["tracker"] == tracker.name
+    assert card["kind"] == family and card["tracker"] == tracker.name
     assert card["source"]["file"] == src.name and len(card["source"]["sha256"]) == 64
     assert card["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert sorted(os.listdir(dst)) == ["card.json", "variables"]
@@ -535,7 +535,7 @@ def test_wrong_family_lists_missing_and_unexpected_keys(alex_files, tmp_path):
     assert "missing keys (" in msg and "unexpected keys (" in msg
     assert "params/basemodel/conv1/conv/kernel" in msg and "backbone.features.0.weight" in msg  # both namings
     assert not dst.exists() and not os.listdir(tmp_path)  # nothing written
-    with pytest.raises(ValueError, match="unknown checkpoint family 'nope'"):
+    with pytest.raises(ValueError, match="unknown checkpoint kind 'nope'"):
         convert_checkpoint("nope", alex_files["siamrpn_alex"], dst)
 
 
@@ -547,7 +547,7 @@ def test_vot_weights_do_not_fit_the_otb_family(r50_weights):
         state_dict_to_variables(sd, target)
 
 
-def test_overwrite_and_family_checks(alex_files, tmp_path):
+def test_overwrite_and_checkpoint_kind_checks(alex_files, tmp_path):
     dst = tmp_path / "siamfcpp"
     convert_checkpoint("siamfcpp_alexnet", alex_files["siamfcpp_alexnet"], dst)
     first = read_card(dst)["created"]
@@ -562,11 +562,18 @@ def test_overwrite_and_family_checks(alex_files, tmp_path):
         convert_checkpoint("siamfcpp_alexnet", alex_files["siamfcpp_alexnet"], other, overwrite=True)
     assert (other / "notes.txt").read_text() == "keep me"
     # the SiamFC++ weights serve every SiamFC++ AlexNet tracker configuration, and nothing else
-    assert compatible_families("siamfcpp_alexnet_vot") == ["siamfcpp_alexnet"]
+    assert compatible_kinds("siamfcpp_alexnet_vot") == ["siamfcpp_alexnet"]
     vot, is_random = load_tracker_variables(tracking.create("siamfcpp_alexnet_vot"), str(dst))
     assert not is_random and set(vot) == {"params", "batch_stats"}
-    with pytest.raises(ValueError, match="family 'siamfcpp_alexnet'.*tracker 'siamrpn_alex'.*'siamrpn_alex'"):
+    with pytest.raises(ValueError, match="kind 'siamfcpp_alexnet'.*tracker 'siamrpn_alex'.*'siamrpn_alex'"):
         load_converted(dst, tracking.create("siamrpn_alex"))
+    # a folder converted before checkpoint kinds were named (its card says "family") loads unchanged
+    card = json.loads((dst / "card.json").read_text())
+    card["family"] = card.pop("kind")
+    (dst / "card.json").write_text(json.dumps(card))
+    old = load_converted(dst, tracking.create("siamfcpp_alexnet_vot"))
+    assert max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+               for a, b in zip(jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(vot))) == 0.0
     # a bare orbax variables directory still loads; a .pth file converts in memory to the same arrays
     tracker = tracking.create("siamfcpp_alexnet")
     bare = checkpoint.save_variables(tmp_path / "bare", jax.tree_util.tree_map(np.asarray, vot))
@@ -600,10 +607,10 @@ def _otb_folder(root):
 
 def test_cli_convert_then_track(alex_files, tmp_path, capsys):
     src, dst = alex_files["siamrpn_alex"], tmp_path / "weights"
-    assert main(["convert", "--family", "siamrpn_alex", str(src), str(dst)]) == 0
+    assert main(["convert", "--kind", "siamrpn_alex", str(src), str(dst)]) == 0
     out = capsys.readouterr().out
     card = json.loads(out[: out.index("\n}\n") + 2])
-    assert card["family"] == "siamrpn_alex" and card["source"]["file"] == src.name
+    assert card["kind"] == "siamrpn_alex" and card["source"]["file"] == src.name
     assert f"converted {card['num_arrays']} arrays ({card['num_parameters']:,} parameters" in out
     assert main(["convert", "--family", "siamrpn_alex", str(src), str(dst)]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -622,7 +629,7 @@ def test_cli_convert_then_track(alex_files, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["convert", "--help"])
     help_text = capsys.readouterr().out
-    assert exit_info.value.code == 0 and all(f in help_text for f in FAMILIES)
+    assert exit_info.value.code == 0 and all(f in help_text for f in CHECKPOINT_KINDS)
 
     folder = _otb_folder(tmp_path / "seq")
     boxes = tmp_path / "boxes.txt"
@@ -633,4 +640,4 @@ def test_cli_convert_then_track(alex_files, tmp_path, capsys):
     assert len(lines) == 7 and all(np.isfinite([float(v) for v in line.split(",")]).all() for line in lines)
     assert main(["track", "--model", "siamfcpp_alexnet", "--weights", str(dst), "--sequence", str(folder),
                  "--out", str(boxes)]) == 2
-    assert "family 'siamrpn_alex'" in capsys.readouterr().err
+    assert "kind 'siamrpn_alex'" in capsys.readouterr().err

@@ -618,7 +618,7 @@ def test_api_weights_and_dispatch(data_dir):
         family = "siamfc"
         name = "bogus"
 
-    with pytest.raises(ValueError, match="no training loss for tracker family 'siamfc'"):
+    with pytest.raises(ValueError, match="no tracker family 'siamfc' registered"):
         losses.make_targets(Bogus(), boxes, MIXED)
 
 

@@ -25,7 +25,7 @@ from reference_impls import pysot_get_subwindow
 
 from jaxtrack import tracking
 from jaxtrack.convert.convert import (
-    FAMILIES,
+    CHECKPOINT_KINDS,
     abstract_variables,
     convert_checkpoint,
     load_converted,
@@ -240,7 +240,7 @@ def test_converter_families_round_trip(weights_dir, variables, tmp_path):
     """``convert_checkpoint`` with the registered families writes a folder that loads back identically."""
     for v in VERSIONS:
         family = f"nanotrack_{v}"
-        assert FAMILIES[family].ignore_prefixes == ("neck.",)
+        assert CHECKPOINT_KINDS[family].ignore_prefixes == ("neck.",)
         folder = convert_checkpoint(family, weights_dir / f"nanotrack{v}.pth", tmp_path / family)
         loaded = load_converted(folder, tracking.create(family))
         jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables[v])

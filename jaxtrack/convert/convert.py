@@ -1,19 +1,19 @@
-"""PyTorch state dicts → Flax variables, per model family, saved as a self-describing folder.
+"""PyTorch state dicts → Flax variables, per checkpoint kind, saved as a self-describing folder.
 
-    jaxtrack convert --family siamrpnpp_r50 model.pth out/siamrpnpp_r50
+    jaxtrack convert --kind siamrpnpp_r50 model.pth out/siamrpnpp_r50
     jaxtrack track --model siamrpnpp_r50 --weights out/siamrpnpp_r50 --sequence .../Crossing --out boxes.txt
 
 >>> convert_checkpoint("siamfcpp_alexnet", "siamfcpp-alexnet-vot-md5_88e4e9ee.pkl", "out/siamfcpp")
 >>> variables = load_converted("out/siamfcpp", jaxtrack.tracking.create("siamfcpp_alexnet_vot"))
 
 A converted folder holds ``variables/`` (an orbax checkpoint of ``{'params', 'batch_stats'}``) and
-``card.json`` (family, tracker configuration, source file name and sha256, jaxtrack version, date, counts).
+``card.json`` (checkpoint kind, tracker configuration, source file name and sha256, jaxtrack version, date, counts).
 
 The key mapping is generic because the Flax models mirror the reference module trees (see
 ``jaxtrack.models``): a key is split on '.', conv ``weight`` (OIHW) becomes ``kernel`` (HWIO), BatchNorm
 ``weight``/``bias`` become ``params`` ``scale``/``bias`` and ``running_mean``/``running_var`` become
 ``batch_stats`` ``mean``/``var``, 2-D (linear) weights are transposed, other tensors (``head.si``,
-``rpn_head.cls_weight``) are kept as they are. What differs per family is listed in :data:`FAMILIES`.
+``rpn_head.cls_weight``) are kept as they are. What differs per checkpoint kind is listed in :data:`CHECKPOINT_KINDS`.
 
 This module imports jax lazily so that ``jaxtrack --help`` stays fast.
 """
@@ -41,8 +41,9 @@ CARD_FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
-class FamilySpec:
-    """How to convert the published checkpoints of one model family.
+class CheckpointKind:
+    """How to convert one kind of published checkpoint (the layout of one reference release; not to be confused
+    with a tracker family, :mod:`jaxtrack.tracking.registry`, which shares a loop, network builder and loss).
 
     tracker:         the ``jaxtrack.tracking.create`` name whose network the weights fill.
     description:     where such checkpoints come from (shown in the card and ``--help``).
@@ -57,39 +58,39 @@ class FamilySpec:
     key_map: Callable[[str], str | None] | None = None
 
 
-FAMILIES: dict[str, FamilySpec] = {}
+CHECKPOINT_KINDS: dict[str, CheckpointKind] = {}
 
 
-def register_family(name: str, spec: FamilySpec, *, replace: bool = False) -> FamilySpec:
-    """Add a family to :data:`FAMILIES` (one line per family, below)."""
-    if name in FAMILIES and not replace:
-        raise ValueError(f"family {name!r} is already registered (pass replace=True to change it)")
-    FAMILIES[name] = spec
+def register_checkpoint_kind(name: str, spec: CheckpointKind, *, replace: bool = False) -> CheckpointKind:
+    """Add a checkpoint kind to :data:`CHECKPOINT_KINDS` (one line per kind, below)."""
+    if name in CHECKPOINT_KINDS and not replace:
+        raise ValueError(f"checkpoint kind {name!r} is already registered (pass replace=True to change it)")
+    CHECKPOINT_KINDS[name] = spec
     return spec
 
 
-# ---------------------------------------------------------------------------------------------------- families
-register_family("siamrpnpp_r50", FamilySpec(
+# ---------------------------------------------------------------------------------------------------- kinds
+register_checkpoint_kind("siamrpnpp_r50", CheckpointKind(
     "siamrpnpp_r50", "pysot siamrpn_r50_l234_dwxcorr (VOT model: weighted fusion, rpn_head.cls_weight/loc_weight)"))
-register_family("siamrpnpp_r50_otb", FamilySpec(
+register_checkpoint_kind("siamrpnpp_r50_otb", CheckpointKind(
     "siamrpnpp_r50_otb", "pysot siamrpn_r50_l234_dwxcorr_otb (OTB model: mean fusion, no cls_weight/loc_weight)"))
-register_family("siamrpn_alex", FamilySpec(
+register_checkpoint_kind("siamrpn_alex", CheckpointKind(
     "siamrpn_alex", "pysot siamrpn_alex_dwxcorr (AlexNetLegacy backbone + DepthwiseRPN head)"))
-register_family("siamfcpp_alexnet", FamilySpec(
+register_checkpoint_kind("siamfcpp_alexnet", CheckpointKind(
     "siamfcpp_alexnet", "video_analyst SiamFC++ AlexNet (siamfcpp-alexnet-*.pkl; fits the _vot and _otb trackers too)"))
-register_family("nanotrack_v2", FamilySpec(
+register_checkpoint_kind("nanotrack_v2", CheckpointKind(
     "nanotrack_v2", "HonglinChu/SiamTrackers NanoTrack v2 (models/pretrained/nanotrackv2.pth; neck.* unused)",
     ignore_prefixes=("neck.",)))
-register_family("nanotrack_v3", FamilySpec(
+register_checkpoint_kind("nanotrack_v3", CheckpointKind(
     "nanotrack_v3", "HonglinChu/SiamTrackers NanoTrack v3 (models/pretrained/nanotrackv3.pth; neck.* unused)",
     ignore_prefixes=("neck.",)))
-# (more families: one register_family(...) line each)
+# (more kinds: one register_checkpoint_kind(...) line each)
 
 
-def get_family(name: str) -> FamilySpec:
-    if name not in FAMILIES:
-        raise ValueError(f"unknown checkpoint family {name!r}; known: {', '.join(sorted(FAMILIES))}")
-    return FAMILIES[name]
+def get_checkpoint_kind(name: str) -> CheckpointKind:
+    if name not in CHECKPOINT_KINDS:
+        raise ValueError(f"unknown checkpoint kind {name!r}; known: {', '.join(sorted(CHECKPOINT_KINDS))}")
+    return CHECKPOINT_KINDS[name]
 
 
 # ---------------------------------------------------------------------------------------------------- renaming
@@ -288,8 +289,8 @@ def _tracker(name_or_tracker):
         raise ValueError(str(err).strip("\"'")) from None
 
 
-def convert_checkpoint(family: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Convert the PyTorch checkpoint ``src`` of ``family`` into the folder ``dst``; returns ``dst``.
+def convert_checkpoint(kind: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Convert the PyTorch checkpoint ``src`` of checkpoint kind ``kind`` into the folder ``dst``; returns ``dst``.
 
     The folder is built beside ``dst`` and renamed into place, so ``dst`` is either absent or complete. An existing
     ``dst`` is replaced only with ``overwrite=True`` and only if it is a converted folder (has ``card.json``) or
@@ -299,7 +300,7 @@ def convert_checkpoint(family: str, src: str | os.PathLike, dst: str | os.PathLi
     from jaxtrack import checkpoint
     from jaxtrack.convert.reader import load_torch_file
 
-    spec = get_family(family)
+    spec = get_checkpoint_kind(kind)
     src, dst = Path(src), Path(dst).absolute()
     if not src.is_file():
         raise FileNotFoundError(f"checkpoint {src} not found")
@@ -313,13 +314,13 @@ def convert_checkpoint(family: str, src: str | os.PathLike, dst: str | os.PathLi
     obj = load_torch_file(src)
     renamed = _rename(unwrap_state_dict(obj, str(src)), spec.ignore_prefixes, spec.key_map, str(src))
     variables = _match_target(
-        renamed, abstract_variables(tracker), str(src), f"family {family!r} (tracker {spec.tracker!r})"
+        renamed, abstract_variables(tracker), str(src), f"checkpoint kind {kind!r} (tracker {spec.tracker!r})"
     )
     leaves = _flat(variables)
     card = {
         "format": CARD_FORMAT,
         "format_version": CARD_FORMAT_VERSION,
-        "family": family,
+        "kind": kind,
         "tracker": spec.tracker,
         "description": spec.description,
         "source": {"file": src.name, "sha256": _sha256(src), "bytes": src.stat().st_size},
@@ -355,42 +356,44 @@ def read_card(folder: str | os.PathLike) -> dict:
         card = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: unreadable card ({err})") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "family" not in card:
+    if isinstance(card, dict) and "kind" not in card and "family" in card:  # cards written before the rename
+        card["kind"] = card["family"]
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "kind" not in card:
         raise ValueError(f"{path}: not a jaxtrack conversion card")
     return card
 
 
-def compatible_families(tracker) -> list[str]:
-    """Registered families whose weights fit ``tracker``'s network."""
+def compatible_kinds(tracker) -> list[str]:
+    """Registered checkpoint kinds whose weights fit ``tracker``'s network."""
     tracker = _tracker(tracker)
     out = []
-    for name, spec in FAMILIES.items():
+    for name, spec in CHECKPOINT_KINDS.items():
         try:
             if _tracker(spec.tracker).model == tracker.model:
                 out.append(name)
-        except ValueError:  # a family whose tracker is not available in this version
+        except ValueError:  # a kind whose tracker is not available in this version
             continue
     return sorted(out)
 
 
 def load_converted(folder: str | os.PathLike, tracker) -> dict:
     """Variables of the converted folder for ``tracker`` (a Tracker or a tracker name), restored with orbax
-    against the tracker's abstract variables. Raises ``ValueError`` when the folder holds another family."""
+    against the tracker's abstract variables. Raises ``ValueError`` when the folder's weights do not fit."""
     from jaxtrack import checkpoint
 
     tracker = _tracker(tracker)
     card = read_card(folder)
-    family = card["family"]
-    spec = FAMILIES.get(family)
+    kind = card["kind"]
+    spec = CHECKPOINT_KINDS.get(kind)
     made_for = spec.tracker if spec is not None else card.get("tracker")
     try:
         fits = made_for is not None and _tracker(made_for).model == tracker.model
     except ValueError:
         fits = False
     if not fits:
-        fitting = " or ".join(map(repr, compatible_families(tracker))) or "(none registered)"
+        fitting = " or ".join(map(repr, compatible_kinds(tracker))) or "(none registered)"
         raise ValueError(
-            f"{folder} holds weights of family {family!r} (network of tracker {made_for!r}), which do not fit tracker "
-            f"{tracker.name!r}; it needs a checkpoint of family {fitting}"
+            f"{folder} holds weights of checkpoint kind {kind!r} (network of tracker {made_for!r}), which do not fit "
+            f"tracker {tracker.name!r}; it needs a checkpoint of kind {fitting}"
         )
     return checkpoint.load_variables(Path(folder) / VARIABLES_DIR, abstract_variables(tracker))

@@ -4,9 +4,9 @@
 >>> targets = losses.make_targets(config, boxes, negative, key=None)
 >>> total, metrics = losses.training_loss(config, raw, targets)
 
-* ``config``: a tracker configuration (:mod:`jaxtrack.tracking.configs`); its ``family`` ("siamfcpp",
-  "siamrpn", "nanotrack") picks the module :mod:`~jaxtrack.losses.siamfcpp` (video_analyst densebox targets,
-  focal + centre-ness BCE + IoU loss), :mod:`~jaxtrack.losses.siamrpn` (pysot ``AnchorTarget``, balanced
+* ``config``: a tracker configuration (:mod:`jaxtrack.tracking.configs`); its family's registry entry
+  (:mod:`jaxtrack.tracking.registry`) names the loss module: :mod:`~jaxtrack.losses.siamfcpp` (video_analyst
+  densebox targets, focal + centre-ness BCE + IoU loss), :mod:`~jaxtrack.losses.siamrpn` (pysot ``AnchorTarget``, balanced
   cross entropy + weighted L1) or :mod:`~jaxtrack.losses.nanotrack` (NanoTrack ``PointTarget``, balanced cross
   entropy + linear IoU loss).
 * ``boxes``: ``[B, 4]`` float target boxes ``(x1, y1, x2, y2)`` in search-crop pixels (crop of
@@ -33,24 +33,19 @@ import jax
 from jaxtrack.losses import nanotrack, siamfcpp, siamrpn
 from jaxtrack.losses.common import sample_mask, sample_mask_uniform, select_cross_entropy
 
-_MODULES = {"siamfcpp": siamfcpp, "siamrpn": siamrpn, "nanotrack": nanotrack}
+def __getattr__(name: str):
+    if name == "LOSS_WEIGHTS":  # {family: its loss module's DEFAULT_WEIGHTS}, for every registered family
+        from jaxtrack.tracking.registry import FAMILIES
 
-LOSS_WEIGHTS = {
-    "siamfcpp": siamfcpp.DEFAULT_WEIGHTS,
-    "siamrpn": siamrpn.DEFAULT_WEIGHTS,
-    "nanotrack": nanotrack.DEFAULT_WEIGHTS,
-}
+        return {f.name: f.losses().DEFAULT_WEIGHTS for f in FAMILIES.values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def family_module(config):
-    """The loss module of ``config.family``."""
-    family = getattr(config, "family", None)
-    if family not in _MODULES:
-        raise ValueError(
-            f"no training loss for tracker family {family!r} (config {getattr(config, 'name', config)!r}); "
-            f"known: {', '.join(sorted(_MODULES))}"
-        )
-    return _MODULES[family]
+    """The loss module of ``config``'s tracker family (:mod:`jaxtrack.tracking.registry`)."""
+    from jaxtrack.tracking.registry import family_of
+
+    return family_of(config).losses()
 
 
 def make_targets(config, boxes, negative, key: jax.Array | None = None) -> dict:

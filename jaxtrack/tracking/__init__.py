@@ -19,26 +19,15 @@ from jaxtrack.tracking.base import (
     check_init_box,
     warn_if_scores_not_finite,
 )
-from jaxtrack.tracking.configs import CONFIGS, SiamFCppConfig, SiamRPNConfig, get_config
-from jaxtrack.tracking.families import SiamFCppTracker, SiamRPNTracker
-from jaxtrack.tracking.nanotrack import NanoTrackConfig, NanoTrackTracker, OpenCVNanoTrackTracker
+from jaxtrack.tracking.configs import CONFIGS, NanoTrackConfig, SiamFCppConfig, SiamRPNConfig, get_config
+from jaxtrack.tracking.families import SiamFCppTracker, SiamRPNTracker  # registers siamfcpp, siamrpn
+from jaxtrack.tracking.nanotrack import NanoTrackTracker, OpenCVNanoTrackTracker  # registers nanotrack
+from jaxtrack.tracking.registry import FAMILIES, TrackerFamily, family_of, register
 
 
 def build_model(config):
-    """The Flax module of a tracker configuration."""
-    from jaxtrack import models
-
-    if isinstance(config, SiamFCppConfig):
-        if config.width_mult != 1.0:  # compact variant (siamfcpp_tiny)
-            return models.SiamFCppAlexNet(width_mult=config.width_mult)
-        return models.SiamFCppAlexNet()
-    if isinstance(config, NanoTrackConfig):
-        return models.NanoTrack(version=config.version)
-    if config.backbone == "resnet50":
-        return models.SiamRPNPP(weighted=config.weighted_fusion)
-    if config.backbone == "alexnet":
-        return models.SiamRPNAlex()
-    raise ValueError(f"no model for backbone {config.backbone!r} of tracker {config.name!r}")
+    """The Flax module of a tracker configuration (its family's network builder)."""
+    return family_of(config).build_model(config)
 
 
 def create(name: str, **overrides) -> Tracker:
@@ -49,17 +38,24 @@ def create(name: str, **overrides) -> Tracker:
     return _create(get_config(name, **overrides))
 
 
+def from_config(config) -> Tracker:
+    """The tracker of a configuration object of any registered family (e.g. one not in ``CONFIGS``)."""
+    return _create(config)
+
+
 @functools.lru_cache(maxsize=32)
 def _create(config) -> Tracker:
-    if isinstance(config, NanoTrackConfig):
-        cls = OpenCVNanoTrackTracker if config.opencv_compat else NanoTrackTracker
-        return cls(config=config, model=build_model(config))
-    cls = SiamFCppTracker if isinstance(config, SiamFCppConfig) else SiamRPNTracker
-    return cls(config=config, model=build_model(config))
+    family = family_of(config)
+    return family.tracker_class(config)(config=config, model=family.build_model(config))
 
 
 __all__ = [
     "CONFIGS",
+    "FAMILIES",
+    "TrackerFamily",
+    "family_of",
+    "from_config",
+    "register",
     "NanoTrackConfig",
     "NanoTrackTracker",
     "NonFiniteScoreWarning",

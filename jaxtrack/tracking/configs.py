@@ -71,7 +71,35 @@ class SiamFCppConfig:
         return (self.instance_size - self.exemplar_size) // self.total_stride + 1 - 2 * self.num_conv3x3
 
 
-from jaxtrack.tracking.nanotrack import NanoTrackConfig  # noqa: E402  (its module imports no configs)
+OPENCV_LOOPS = ("5.0", "5.1")  # cv2.TrackerNano update loops emulated (jaxtrack.tracking.nanotrack)
+
+
+@dataclasses.dataclass(frozen=True)
+class NanoTrackConfig:
+    """``NanoTracker`` settings (``TRACK`` / ``POINT`` sections of configv2.yaml / configv3.yaml)."""
+
+    name: str
+    version: str  # "v2" or "v3": the network (models.NanoTrack)
+    penalty_k: float
+    window_influence: float
+    lr: float
+    score_size: int  # TRACK.OUTPUT_SIZE
+    exemplar_size: int = 127
+    instance_size: int = 255
+    stride: int = 16  # POINT.STRIDE
+    context_amount: float = 0.5
+    min_size: float = 10.0
+    # Emulate cv2.TrackerNano instead of nano_tracker.py (nanotrack.OPENCV_DIFFERENCES); measurement only.
+    opencv_compat: bool = False
+    # Which release's update loop (nanotrack.OPENCV_51_CHANGES): "5.0" (the stored reference trajectories) or "5.1".
+    opencv_loop: str = "5.0"
+
+    def __post_init__(self):
+        if self.opencv_loop not in OPENCV_LOOPS:
+            raise ValueError(f"{self.name}: opencv_loop must be one of {OPENCV_LOOPS}, got {self.opencv_loop!r}")
+
+    family = "nanotrack"
+
 
 TrackerConfig = Union[SiamRPNConfig, SiamFCppConfig, NanoTrackConfig]
 

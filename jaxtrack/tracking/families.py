@@ -13,10 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtrack.tracking import postprocess as pp
+import jaxtrack.tracking.postprocess as pp
 from jaxtrack.tracking.base import Tracker
 from jaxtrack.tracking.configs import SiamFCppConfig, SiamRPNConfig
 from jaxtrack.tracking.crop import crop_affine, crop_pysot
+from jaxtrack.tracking.registry import TrackerFamily, register
 
 
 def _context_size(size: jax.Array, context_amount: float) -> jax.Array:
@@ -140,3 +141,26 @@ class SiamFCppTracker(Tracker):
             lr=c.lr,
         )
         return new_center, new_size, best_score
+
+
+# ----------------------------------------------------------------------------------------------- registry
+def _siamfcpp_model(config: SiamFCppConfig):
+    from jaxtrack.models import SiamFCppAlexNet
+
+    return SiamFCppAlexNet(width_mult=config.width_mult) if config.width_mult != 1.0 else SiamFCppAlexNet()
+
+
+def _siamrpn_model(config: SiamRPNConfig):
+    from jaxtrack.models import SiamRPNAlex, SiamRPNPP
+
+    if config.backbone == "resnet50":
+        return SiamRPNPP(weighted=config.weighted_fusion)
+    if config.backbone == "alexnet":
+        return SiamRPNAlex()
+    raise ValueError(f"no model for backbone {config.backbone!r} of tracker {config.name!r}")
+
+
+register(TrackerFamily("siamfcpp", SiamFCppConfig, lambda config: SiamFCppTracker, _siamfcpp_model,
+                       "jaxtrack.losses.siamfcpp"))
+register(TrackerFamily("siamrpn", SiamRPNConfig, lambda config: SiamRPNTracker, _siamrpn_model,
+                       "jaxtrack.losses.siamrpn"))

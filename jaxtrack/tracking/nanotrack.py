@@ -39,8 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtrack.tracking import postprocess as pp
+import jaxtrack.tracking.postprocess as pp
+from jaxtrack.tracking.configs import OPENCV_LOOPS, NanoTrackConfig  # noqa: F401  (re-exported)
 from jaxtrack.tracking.families import PysotTracker, _context_size
+from jaxtrack.tracking.registry import TrackerFamily, register
 
 __all__ = [
     "NanoTrackConfig",
@@ -70,8 +72,6 @@ OPENCV_DIFFERENCES = (
 )
 
 
-OPENCV_LOOPS = ("5.0", "5.1")
-
 # What OpenCV 5.1 changed in TrackerNanoImpl::update (the network's outputs agree with 5.0's to 3e-5; the loop is
 # what differs). Found by reproducing 5.1's integer boxes on the six OTB sequences here with a replica of the 5.0
 # loop that has exactly these three changes (and with no subset of them).
@@ -80,33 +80,6 @@ OPENCV_51_CHANGES = (
     "scale penalty against sizeCal(target size * scale_z), as pysot (5.0: sizeCal(target centre), a bug)",
     "w + h kept in float inside the context size of every update (5.0: truncated to an integer)",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class NanoTrackConfig:
-    """``NanoTracker`` settings (``TRACK`` / ``POINT`` sections of configv2.yaml / configv3.yaml)."""
-
-    name: str
-    version: str  # "v2" or "v3": the network (models.NanoTrack)
-    penalty_k: float
-    window_influence: float
-    lr: float
-    score_size: int  # TRACK.OUTPUT_SIZE
-    exemplar_size: int = 127
-    instance_size: int = 255
-    stride: int = 16  # POINT.STRIDE
-    context_amount: float = 0.5
-    min_size: float = 10.0
-    # Emulate cv2.TrackerNano instead of nano_tracker.py (see OPENCV_DIFFERENCES); measurement only.
-    opencv_compat: bool = False
-    # Which release's update loop (OPENCV_51_CHANGES): "5.0" (the stored reference trajectories) or "5.1".
-    opencv_loop: str = "5.0"
-
-    def __post_init__(self):
-        if self.opencv_loop not in OPENCV_LOOPS:
-            raise ValueError(f"{self.name}: opencv_loop must be one of {OPENCV_LOOPS}, got {self.opencv_loop!r}")
-
-    family = "nanotrack"
 
 
 def nanotrack_points(stride: int, score_size: int) -> np.ndarray:
@@ -314,3 +287,15 @@ class OpenCVNanoTrackTracker(NanoTrackTracker):
         new_center = jnp.clip(new_center, 0.0, bound)
         new_size = jnp.clip(new_size, c.min_size, bound)
         return new_center, new_size, pscore[best]
+
+
+# ----------------------------------------------------------------------------------------------- registry
+def _nanotrack_model(config: NanoTrackConfig):
+    from jaxtrack.models import NanoTrack
+
+    return NanoTrack(version=config.version)
+
+
+register(TrackerFamily(
+    "nanotrack", NanoTrackConfig, lambda config: OpenCVNanoTrackTracker if config.opencv_compat else NanoTrackTracker,
+    _nanotrack_model, "jaxtrack.losses.nanotrack"))

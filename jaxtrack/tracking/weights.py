@@ -22,15 +22,15 @@ SHARED_CHECKPOINTS = {
 
 
 def load_pytorch_checkpoint(tracker: Tracker, path) -> dict:
-    """Convert a PyTorch checkpoint for ``tracker`` in memory (torch-free reader, the tracker's family key map)."""
-    from jaxtrack.convert.convert import FAMILIES, abstract_variables, compatible_families, state_dict_to_variables
+    """Convert a PyTorch checkpoint for ``tracker`` in memory (torch-free reader, the key map of the checkpoint kind made for the tracker)."""
+    from jaxtrack.convert.convert import CHECKPOINT_KINDS, abstract_variables, compatible_kinds, state_dict_to_variables
     from jaxtrack.convert.reader import load_torch_file
 
-    # the family made for this tracker, else one whose network is the same (e.g. nanotrack_v2_opencv)
-    specs = [spec for spec in FAMILIES.values() if spec.tracker == tracker.name]
-    specs = specs or [FAMILIES[name] for name in compatible_families(tracker)]
+    # the checkpoint kind made for this tracker, else one whose network is the same (e.g. nanotrack_v2_opencv)
+    specs = [spec for spec in CHECKPOINT_KINDS.values() if spec.tracker == tracker.name]
+    specs = specs or [CHECKPOINT_KINDS[name] for name in compatible_kinds(tracker)]
     if not specs:
-        raise ValueError(f"no checkpoint family converts to tracker {tracker.name!r}; see `jaxtrack convert --help`")
+        raise ValueError(f"no checkpoint kind converts to tracker {tracker.name!r}; see `jaxtrack convert --help`")
     return state_dict_to_variables(
         load_torch_file(path), abstract_variables(tracker), specs[0].ignore_prefixes, key_map=specs[0].key_map,
         source=str(path),
@@ -68,7 +68,7 @@ def shared_checkpoint(tracker_name: str) -> Path | None:
 def load_tracker_variables(tracker: Tracker, weights: str | None, seed: int = 0) -> tuple[dict, bool]:
     """(variables, is_random). With ``weights`` None the variables are randomly initialised.
 
-    ``weights`` is a folder written by ``jaxtrack convert`` (has ``card.json``; its family must fit the tracker),
+    ``weights`` is a folder written by ``jaxtrack convert`` (has ``card.json``; its checkpoint kind must fit the tracker),
     a bare orbax variables directory, or a PyTorch checkpoint file converted in memory.
     """
     if weights is None:
