@@ -61,12 +61,8 @@ import jax.numpy as jnp
 
 from jaxtrack import attacks, robust, tracking
 from jaxtrack.attacks import OnlineAttack, attack_config
-from jaxtrack.defense.checkpoint import (
-    BUNDLED_DEFENSES,
-    bundled_defense,
-    defended_from_checkpoint,
-    read_defense_card,
-)
+from jaxtrack.defense import defended_from_checkpoint
+from jaxtrack.defense.checkpoint import BUNDLED_DEFENSES, bundled_defense, read_defense_card
 from jaxtrack.eval.benchmark import run_dataset
 from jaxtrack.eval.heldout import HELD_OUT_OTB, held_out_otb, held_out_synthetic
 from jaxtrack.eval.report import score_results
@@ -74,7 +70,7 @@ from jaxtrack.fileio import atomic_write_text
 from jaxtrack.timing import interleaved
 from jaxtrack.paths import shared_data_dir
 from jaxtrack.tracking.crop import channel_average
-from jaxtrack.tracking.weights import default_checkpoint, load_tracker_variables
+from jaxtrack.weights import default_path, load_weights
 
 DEFAULT_PLAN = "nanotrack_v2=otb,siamfcpp_tiny=synthetic"
 CONDITIONS = ("clean", "defended", "attacked", "non-adaptive", "adaptive")
@@ -263,7 +259,9 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
 def convergence(model: str, variables, pairs: int, steps: int, restarts: int, eps: float, workdir: Path) -> dict:
     """The adaptive attack on held-out crop pairs: loss traces of PGD-``steps`` through the U-Net from ``restarts``
     random starts, and success rates (best-box IoU > 0.5) of every attack."""
-    from jaxtrack.train.defense import get_defense_config, gt_ref_boxes, heldout_pairs
+    from jaxtrack.defense.config import get_defense_config
+    from jaxtrack.defense.evaluate import heldout_pairs
+    from jaxtrack.defense.objective import gt_ref_boxes
 
     path = bundled_defense(model)
     card = read_defense_card(path)
@@ -488,11 +486,10 @@ def run(argv: list[str] | None = None) -> None:
     rows, conv, costs = [], {}, {}
     for model, sets in plan:
         tracker = tracking.create(model)
-        path = default_checkpoint(model)
-        if path is None:
+        if default_path(model) is None:
             print(f"skipping {model}: no trained weights here")
             continue
-        variables, _ = load_tracker_variables(tracker, str(path))
+        variables = load_weights(tracker, allow_random=False).variables
         cells = grid(args.grid, model) + loss_ablation_cells(model, args.loss_ablation)
         rows += run_cells(model, variables, sets, cells, data, args.results, args.cached_only)
         if bundled_defense(model) is None:

@@ -1,4 +1,4 @@
-"""Saving and loading Flax variable trees with orbax (the one place that talks to orbax).
+"""Saving and loading Flax variable trees with orbax (used by the weights folders, :mod:`jaxtrack.weights`).
 
 ``save_variables`` writes a tree atomically (orbax writes to a temporary directory and renames it).
 ``load_variables`` restores against an abstract target tree (shapes/dtypes from ``jax.eval_shape``) and fails

@@ -24,14 +24,15 @@ def _parse_box(text: str):
 
 
 def _variables(tracker, weights):
-    """--weights, else the weights shipped with the package (siamfcpp_tiny) or the real checkpoint in the shared
-    data folder (NanoTrack), else random weights."""
-    from jaxtrack.tracking.weights import default_checkpoint, load_tracker_variables
+    """``(variables, is_random)`` of ``--weights`` (:func:`jaxtrack.weights.load_weights`; absent: the weights
+    shipped with the package, else the real checkpoint in the shared data folder, else random)."""
+    from jaxtrack.weights import load_weights
 
-    if weights is None and (found := default_checkpoint(tracker.name)) is not None:
-        print(f"note: no --weights given, using the pretrained {found}")
-        weights = str(found)
-    return load_tracker_variables(tracker, weights)
+    loaded = load_weights(tracker, weights)
+    if weights is None and not loaded.is_random:  # random weights: the caller says so, with what it means there
+        kind = "shipped" if loaded.source.startswith("bundled:") else "pretrained"
+        print(f"note: no --weights given, using the {kind} weights {loaded.source}")
+    return loaded.variables, loaded.is_random
 
 
 def _add_robustness_args(p) -> None:
@@ -86,7 +87,7 @@ def _robust_tracker(tracker, args):
                               seed=args.attack_seed)
     defense = None
     if args.defense:
-        from jaxtrack.defense.checkpoint import defended_from_checkpoint
+        from jaxtrack.defense import defended_from_checkpoint
 
         def defense(t):
             return defended_from_checkpoint(t, args.defense, args.defense_where, args.defense_transfer)
@@ -130,7 +131,7 @@ def cmd_track(args) -> int:
 def cmd_convert(args) -> int:
     import json
 
-    from jaxtrack.convert import convert_checkpoint, read_card
+    from jaxtrack.weights import convert_checkpoint, read_card
 
     try:
         dst = convert_checkpoint(args.kind, args.src, args.dst, overwrite=args.overwrite)
@@ -251,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("track", help="track one sequence (OTB folder or video) and write one box per frame")
     p.add_argument("--model", default="siamfcpp_tiny", choices=sorted(CONFIGS),
                    help="tracker configuration (default: siamfcpp_tiny, trained by this project, weights shipped)")
-    p.add_argument("--weights", help="jaxtrack (orbax) checkpoint directory; random weights when absent")
+    p.add_argument("--weights", help="weights: a folder (jaxtrack convert / train), a .pth, bundled, shared, random, shared:REL "
+                                         "(default: shipped with the package, else the shared data's real weights, "
+                                         "else random)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--sequence", help="OTB-layout folder: img/*.jpg + groundtruth_rect.txt")
     src.add_argument("--video", help="video file")
@@ -294,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     eval_sets = list(DATASET_NAMES)
     p = sub.add_parser("eval", help="run a tracker over a benchmark; results in pysot's layout (resumable)")
     p.add_argument("--model", required=True, choices=sorted(CONFIGS), help="tracker configuration")
-    p.add_argument("--weights", help="jaxtrack weights (converted folder / orbax checkpoint); random when absent")
+    p.add_argument("--weights", help="weights: a folder (jaxtrack convert / train), a .pth, bundled, shared, random, shared:REL "
+                                         "(default: shipped with the package, else the shared data's real weights, "
+                                         "else random)")
     p.add_argument("--dataset", required=True, choices=eval_sets, help="benchmark (vot2018: supervised restarts)")
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--annotations", help="pysot annotation JSON or list of sequence names (optional)")

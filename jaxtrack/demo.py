@@ -26,10 +26,11 @@ from jaxtrack import robust
 from jaxtrack.attacks import OnlineAttack, attack_config
 from jaxtrack.data.sequence import load_otb_folder, write_boxes
 from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
-from jaxtrack.defense.checkpoint import bundled_defense, defended_from_checkpoint
+from jaxtrack.defense import defended_from_checkpoint
+from jaxtrack.defense.checkpoint import bundled_defense
 from jaxtrack.eval import metrics
 from jaxtrack.tracking import create
-from jaxtrack.tracking.weights import bundled_checkpoint, default_checkpoint, load_tracker_variables
+from jaxtrack.weights import load_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,10 +89,10 @@ def run_demo(config: DemoConfig, log=print) -> list[DemoRow]:
     rows = []
     for name in config.models:
         base = create(name)
-        checkpoint = default_checkpoint(name)
-        variables, is_random = load_tracker_variables(base, checkpoint and str(checkpoint), seed=config.seed)
-        weights = ("random (untrained)" if is_random else "trained here (shipped)" if bundled_checkpoint(name)
-                   else f"pretrained ({checkpoint.name})")
+        loaded = load_weights(base, seed=config.seed)
+        variables, is_random = loaded.variables, loaded.is_random
+        weights = ("random (untrained)" if is_random else "trained here (shipped)" if loaded.source.startswith(
+            "bundled:") else f"pretrained ({loaded.source.rsplit('/', 1)[-1]})")
         for variant, tracker in config.variants(base):
             start = time.perf_counter()
             compiled = tracker.compile_track_batch(variables, frames, boxes0, lengths)

@@ -7,15 +7,16 @@ import numpy as np
 from jaxtrack import tracking
 from jaxtrack.data.synthetic import SyntheticConfig, generate_sequence
 from jaxtrack.eval import metrics
-from jaxtrack.tracking.weights import bundled_checkpoint, default_checkpoint, load_tracker_variables
+from jaxtrack.weights import bundled_path, default_path, load_path
 
 
 def test_shipped_siamfcpp_tiny_tracks_held_out_synthetic_sequences_far_better_than_random_weights():
-    path = bundled_checkpoint("siamfcpp_tiny")
-    assert path is not None and default_checkpoint("siamfcpp_tiny") == path
+    path = bundled_path("siamfcpp_tiny")
+    assert path is not None and default_path("siamfcpp_tiny") == path
     tracker = tracking.create("siamfcpp_tiny")
-    trained, is_random = load_tracker_variables(tracker, str(path))
-    assert not is_random
+    loaded = load_path(tracker, path)
+    trained = loaded.variables
+    assert not loaded.is_random
     random_init = tracker.init_variables(jax.random.key(0))
     aucs = {"trained": [], "random": []}
     for seed in (90_101, 90_102):  # training used seed 0; these sequences were never seen
@@ -34,10 +35,10 @@ def test_shipped_defenses_load_fit_their_trackers_and_resolve_by_name():
     without one gets a clear error."""
     import pytest
 
+    from jaxtrack.defense import defended_from_checkpoint
     from jaxtrack.defense.checkpoint import (
         BUNDLED_DEFENSES,
         bundled_defense,
-        defended_from_checkpoint,
         read_defense_card,
         resolve_defense,
         transfer_mismatches,
@@ -72,19 +73,21 @@ def test_shipped_nanotrack_defense_restores_held_out_pairs_under_the_non_adaptiv
 
     from jaxtrack.defense import load_defense
     from jaxtrack.defense.checkpoint import bundled_defense
-    from jaxtrack.train import defense as D
+    from jaxtrack.defense.config import get_defense_config
+    from jaxtrack.defense.evaluate import evaluate_defense, heldout_pairs
+    from jaxtrack.defense.trainer import load_tracker
 
     if bundled_defense("nanotrack_v2") is None:
         pytest.skip("no shipped NanoTrack defense")
-    config = D.get_defense_config("unet_nanotrack")
+    config = get_defense_config("unet_nanotrack")
     try:
-        tracker, variables, _ = D.load_tracker(config)
+        tracker, variables, _ = load_tracker(config)
     except ValueError:
         pytest.skip("NanoTrack weights not in the shared data folder")
     params = load_defense(bundled_defense("nanotrack_v2")).variables["params"]
-    batch = D.heldout_pairs(config, tracker, tmp_path / "pairs", pairs=8, seed=3000)
+    batch = heldout_pairs(config, tracker, tmp_path / "pairs", pairs=8, seed=3000)
     attack = dataclasses.replace(config.attack, steps=10, step_size=2.0)
-    out = D.evaluate_defense(tracker, variables, config, params, batch, jax.random.key(0), attack)
+    out = evaluate_defense(tracker, variables, config, params, batch, jax.random.key(0), attack)
     success = {k: float(np.mean(v["iou"] > 0.5)) for k, v in out.items()}
     assert success["attacked"] <= 0.5, success
     assert success["defended_transfer"] >= success["attacked"] + 0.25, success

@@ -86,9 +86,9 @@ def test_track_uses_real_nanotrack_weights(synthetic_folder, tmp_path, capsys, d
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
         from jaxtrack.tracking import create
-        from jaxtrack.tracking.weights import load_tracker_variables
+        from jaxtrack.weights import load_weights
 
-        load_tracker_variables(create("nanotrack_v2"), str(out_pth))
+        load_weights(create("nanotrack_v2"), str(out_pth))
 
 
 def test_eval_with_an_online_attack_and_a_refined_template(data_dir, tmp_path, capsys):

@@ -35,15 +35,11 @@ from jaxtrack.convert import (  # noqa: E402
     CHECKPOINT_KINDS,
     UnsafeCheckpointError,
     abstract_variables,
-    compatible_kinds,
-    convert_checkpoint,
-    load_converted,
     load_torch_file,
-    read_card,
     state_dict_to_variables,
 )
 from jaxtrack.convert.reader import LEGACY_MAGIC_NUMBER  # noqa: E402
-from jaxtrack.tracking.weights import load_tracker_variables  # noqa: E402
+from jaxtrack.weights import compatible_kinds, convert_checkpoint, load_path, read_card  # noqa: E402
 
 torch.set_num_threads(2)
 RTOL = 1e-4
@@ -393,7 +389,7 @@ def converted(request, tmp_path_factory):
     src = root / f"{family}.pth"
     _save(twin, layout, src)
     dst = convert_checkpoint(family, src, root / "converted")
-    variables = load_converted(dst, tracker)
+    variables = load_path(tracker, dst).variables
     return family, tracker, twin.eval(), dst, src, variables
 
 
@@ -558,31 +554,38 @@ def test_overwrite_and_checkpoint_kind_checks(alex_files, tmp_path):
     other = tmp_path / "precious"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a converted checkpoint folder"):
+    with pytest.raises(FileExistsError, match="not a weights folder"):
         convert_checkpoint("siamfcpp_alexnet", alex_files["siamfcpp_alexnet"], other, overwrite=True)
     assert (other / "notes.txt").read_text() == "keep me"
     # the SiamFC++ weights serve every SiamFC++ AlexNet tracker configuration, and nothing else
     assert compatible_kinds("siamfcpp_alexnet_vot") == ["siamfcpp_alexnet"]
-    vot, is_random = load_tracker_variables(tracking.create("siamfcpp_alexnet_vot"), str(dst))
-    assert not is_random and set(vot) == {"params", "batch_stats"}
+    loaded = load_path(tracking.create("siamfcpp_alexnet_vot"), dst)
+    vot = loaded.variables
+    assert not loaded.is_random and set(vot) == {"params", "batch_stats"}
+    assert (loaded.card["format"], loaded.card["what"], loaded.card["kind"]) == (
+        "jaxtrack-weights", "tracker", "siamfcpp_alexnet")
     with pytest.raises(ValueError, match="kind 'siamfcpp_alexnet'.*tracker 'siamrpn_alex'.*'siamrpn_alex'"):
-        load_converted(dst, tracking.create("siamrpn_alex"))
-    # a folder converted before checkpoint kinds were named (its card says "family") loads unchanged
+        load_path(tracking.create("siamrpn_alex"), dst)
+    # a folder converted by an earlier release (its own card format, "family" for the kind) loads unchanged
     card = json.loads((dst / "card.json").read_text())
     card["family"] = card.pop("kind")
+    card["format"] = "jaxtrack-converted-checkpoint"
+    del card["what"]
     (dst / "card.json").write_text(json.dumps(card))
-    old = load_converted(dst, tracking.create("siamfcpp_alexnet_vot"))
+    assert read_card(dst)["kind"] == "siamfcpp_alexnet"
+    old = load_path(tracking.create("siamfcpp_alexnet_vot"), dst).variables
     assert max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
                for a, b in zip(jax.tree_util.tree_leaves(old), jax.tree_util.tree_leaves(vot))) == 0.0
     # a bare orbax variables directory still loads; a .pth file converts in memory to the same arrays
     tracker = tracking.create("siamfcpp_alexnet")
     bare = checkpoint.save_variables(tmp_path / "bare", jax.tree_util.tree_map(np.asarray, vot))
-    assert load_tracker_variables(tracker, str(bare))[1] is False
-    direct, is_random = load_tracker_variables(tracker, str(alex_files["siamfcpp_alexnet"]))
-    assert not is_random
+    assert load_path(tracker, bare).is_random is False
+    direct_loaded = load_path(tracker, alex_files["siamfcpp_alexnet"])
+    direct = direct_loaded.variables
+    assert not direct_loaded.is_random and direct_loaded.card["kind"] == "siamfcpp_alexnet"
     jax.tree_util.tree_map(np.testing.assert_array_equal, direct, jax.tree_util.tree_map(np.asarray, vot))
     with pytest.raises(ValueError, match="not a PyTorch checkpoint"):
-        load_tracker_variables(tracker, str(dst / "card.json"))
+        load_path(tracker, dst / "card.json")
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -181,14 +181,15 @@ def test_unet_convolution_falls_back_to_lax_for_other_convolutions():
 
 @pytest.fixture(scope="module")
 def nano(data_dir):
-    from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint
+    from jaxtrack.weights import load_path, shared_path
 
-    path = shared_checkpoint("nanotrack_v2")
+    path = shared_path("nanotrack_v2")
     if path is None:
         pytest.skip("NanoTrack v2 checkpoint not in the shared data")
     tracker = tracking.create("nanotrack_v2")
-    variables, is_random = load_tracker_variables(tracker, str(path))
-    assert not is_random
+    loaded = load_path(tracker, path)
+    variables = loaded.variables
+    assert not loaded.is_random
     return tracker, variables
 
 

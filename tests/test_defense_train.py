@@ -1,4 +1,4 @@
-"""jaxtrack.train.defense: adversarial training of the DuaLossDef U-Net -- the defended adversarial loss falls on
+"""jaxtrack.defense.config / objective / trainer / evaluate: adversarial training of the DuaLossDef U-Net -- the defended adversarial loss falls on
 held-out pairs, 8 fake devices == 1 device, stop + resume == uninterrupted, attacks through the current U-Net,
 the exported defense loads with ``defended_from_checkpoint`` and tracks.
 
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from jaxtrack import tracking
-from jaxtrack.train import defense as D
+from jaxtrack.defense import config as C, evaluate as E, objective as O, trainer as T
 from jaxtrack.train.config import ConfigError, config_from_dict, config_to_dict
 from jaxtrack.train.loop import METRICS_FILE, read_metrics
 from jaxtrack.train.mesh import make_data_mesh
@@ -53,15 +53,15 @@ def small_overrides(data_root="") -> list[str]:
     ]
 
 
-def small_config(data_root="", **changes) -> D.DefenseTrainConfig:
+def small_config(data_root="", **changes) -> C.DefenseTrainConfig:
     extra = [f"{k}={v}" for k, v in changes.items()]
-    return D.get_defense_config("unet_siamfcpp_tiny", small_overrides(data_root) + extra)
+    return C.get_defense_config("unet_siamfcpp_tiny", small_overrides(data_root) + extra)
 
 
 def run_two_steps(tracker, variables, batch, config, mesh):
     """Two defense steps on ``batch`` from the initial state; (host states after each step, metrics of both)."""
-    step = D.make_defense_train_step(tracker, variables, config, mesh)
-    state = D.init_defense_state(config, mesh=mesh)
+    step = T.make_defense_train_step(tracker, variables, config, mesh)
+    state = T.init_defense_state(config, mesh=mesh)
     states, rows = [], []
     for i in range(2):
         state, metrics = step(state, batch, jax.random.key(100 + i))
@@ -106,7 +106,7 @@ def variables(tracker, data_root):
     """Random weights whose BatchNorm statistics are those of a train-mode pass over 8 synthetic training pairs
     (``init_variables`` calibrates on uniform noise, after which natural crops can overflow the box offsets).
     Compiled without XLA optimisations: one call, and the random initialisers compile ~10x faster."""
-    pairs = D.heldout_pairs(small_config(data_root), tracker, data_root, pairs=8, seed=7)
+    pairs = E.heldout_pairs(small_config(data_root), tracker, data_root, pairs=8, seed=7)
     z, x = (jnp.asarray(pairs[k], jnp.float32) for k in ("template", "search"))
     key = jax.random.key(0)
     calibrate = jax.jit(tracker._init_and_calibrate).lower(key, z, x).compile({"xla_backend_optimization_level": 0})
@@ -116,7 +116,7 @@ def variables(tracker, data_root):
 @pytest.fixture(scope="module")
 def pairs(tracker, data_root):
     """8 crop pairs from the training sequences (one negative)."""
-    batch = D.heldout_pairs(small_config(data_root), tracker, data_root, pairs=BATCH, seed=7, sample_seed=11)
+    batch = E.heldout_pairs(small_config(data_root), tracker, data_root, pairs=BATCH, seed=7, sample_seed=11)
     batch["negative"] = np.arange(BATCH) == 5  # its box is then a distractor's
     return batch
 
@@ -158,7 +158,7 @@ def full_run(tmp_path_factory, tracker, variables, data_root):
     """An uninterrupted run of STEPS steps (exports the defense)."""
     workdir = tmp_path_factory.mktemp("full")
     config = small_config(data_root)
-    result = D.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, progress=False)
+    result = T.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, progress=False)
     return config, result
 
 
@@ -170,17 +170,17 @@ def max_abs_diff(a, b) -> float:
 
 # ----------------------------------------------------------------------------------------------- tests
 def test_configs_overrides_and_errors(capsys):
-    for name in D.DEFENSE_CONFIGS:
-        c = D.get_defense_config(name)
+    for name in C.DEFENSE_CONFIGS:
+        c = C.get_defense_config(name)
         # the paper's Dua-Loss, except in the loss-ablation recipes (unet_nanotrack with another training-attack loss)
         ablation = {"unet_nanotrack_cls": "cls", "unet_nanotrack_reg": "reg"}.get(name)
         assert c.name == name and c.where == "both" and c.attack.loss == (ablation or "dua")
         if ablation:
-            base = D.get_defense_config("unet_nanotrack")
+            base = C.get_defense_config("unet_nanotrack")
             assert dataclasses.replace(c, name=base.name, attack=base.attack) == base
-        assert config_from_dict(json.loads(json.dumps(config_to_dict(c))), D.DefenseTrainConfig) == c
-        assert f"--config {name}" in D.DEFENSE_CONFIGS[name].__doc__  # the run command
-    c = D.get_defense_config("unet_nanotrack", [
+        assert config_from_dict(json.loads(json.dumps(config_to_dict(c))), C.DefenseTrainConfig) == c
+        assert f"--config {name}" in C.DEFENSE_CONFIGS[name].__doc__  # the run command
+    c = C.get_defense_config("unet_nanotrack", [
         "attack.steps=5", "attack.eps=4", "attack.lam=0.5", "unet.width=16", "unet.shared=false", "where=search",
         "attack_through_defense=true", "loss.pix=0.1", "optim.lr=3e-4", "data.source=vot2018", "batch_size=16"])
     assert (c.attack.steps, c.attack.eps, c.attack.lam, c.unet.width, c.unet.shared, c.where) == (5, 4.0, 0.5, 16, False, "search")
@@ -196,14 +196,14 @@ def test_configs_overrides_and_errors(capsys):
     }
     for item, needles in cases.items():
         with pytest.raises(ConfigError) as err:
-            D.get_defense_config("unet_nanotrack", [item])
+            C.get_defense_config("unet_nanotrack", [item])
         for needle in needles:
             assert needle in str(err.value), (item, str(err.value))
     with pytest.raises(ValueError, match="tracker_weights is required"):
-        D.load_tracker(D.get_defense_config("unet_siamfcpp_tiny", ["tracker_weights="]))
+        T.load_tracker(C.get_defense_config("unet_siamfcpp_tiny", ["tracker_weights="]))
     # the shipped recipes train on real sequences that no evaluation uses
     for name in ("unet_nanotrack", "unet_siamfcpp_tiny"):
-        d = D.get_defense_config(name).data
+        d = C.get_defense_config(name).data
         assert d.extra_source == "otb100" and set(d.extra_sequences) == {"David", "Jogging-2"}
     # the sub-command: --print-config resolves overrides without training
     import argparse
@@ -220,7 +220,7 @@ def test_configs_overrides_and_errors(capsys):
 
 
 def test_gt_ref_boxes_are_crop_centred():
-    ref = np.asarray(D.gt_ref_boxes(np.array([[90.0, 80.0, 130.0, 140.0]]), 191))
+    ref = np.asarray(O.gt_ref_boxes(np.array([[90.0, 80.0, 130.0, 140.0]]), 191))
     np.testing.assert_allclose(ref, [[110 - 95, 110 - 95, 40, 60]])
 
 
@@ -238,13 +238,13 @@ def test_training_lowers_the_defended_adversarial_loss(full_run, tracker, variab
     assert rows[0]["adv"] == pytest.approx(rows[0]["undefended_adv"], rel=1e-4)  # identity U-Net at step 0
     assert (result.workdir / "loss.png").is_file()
 
-    heldout = D.heldout_pairs(config, tracker, tmp_path / "heldout", pairs=2 * BATCH, seed=1000)
-    step = D.make_defense_train_step(tracker, variables, config, make_data_mesh())  # the loop's compiled step
+    heldout = E.heldout_pairs(config, tracker, tmp_path / "heldout", pairs=2 * BATCH, seed=1000)
+    step = T.make_defense_train_step(tracker, variables, config, make_data_mesh())  # the loop's compiled step
     measured = {}
     for name, params in (("before", None), ("after", result.params)):
         rows = []
         for i in range(2):
-            state = D.init_defense_state(config, params=params, mesh=make_data_mesh())
+            state = T.init_defense_state(config, params=params, mesh=make_data_mesh())
             part = {k: v[i * BATCH:(i + 1) * BATCH] for k, v in heldout.items()}
             rows.append(jax.device_get(step(state, part, jax.random.key(1234 + i))[1]))
         measured[name] = {k: float(np.mean([r[k] for r in rows])) for k in ("adv", "clean", "undefended_adv")}
@@ -258,9 +258,9 @@ def test_training_lowers_the_defended_adversarial_loss(full_run, tracker, variab
 def test_stop_and_resume_equals_uninterrupted(full_run, tracker, variables, data_root, tmp_path):
     config, full = full_run
     workdir = tmp_path / "resumed"
-    first = D.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, stop_at=1, progress=False)
+    first = T.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, stop_at=1, progress=False)
     assert first.step == 1 and first.defense == []  # stopped between two checkpoints: saved there
-    second = D.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, progress=False)
+    second = T.train_defense(config, workdir, tracker=tracker, tracker_variables=variables, progress=False)
     assert second.resumed_from == 1 and second.step == STEPS
     assert max_abs_diff(second.params, full.params) <= 1e-6
     a, b = read_metrics(workdir / METRICS_FILE), read_metrics(full.workdir / METRICS_FILE)
@@ -268,7 +268,7 @@ def test_stop_and_resume_equals_uninterrupted(full_run, tracker, variables, data
     for ra, rb in zip(a, b):
         for k in ("loss", "adv", "clean", "attack_gain", "undefended_adv", "lr"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-7), (ra["step"], k)
-    assert D.load_defense_config(workdir) == config
+    assert C.load_defense_config(workdir) == config
 
 
 def _adam_moments(opt_state, name: str) -> list:
@@ -343,11 +343,11 @@ def test_attack_through_defense_differentiates_the_unet(tracker, variables, pair
     U-Net the two coincide."""
     configs = [small_config(where="search", **{"attack.steps": 2, "attack.step_size": 2,
                                                 "attack_through_defense": flag}) for flag in (True, False)]
-    identity = D.init_unet_params(configs[0], jax.random.key(0))
+    identity = O.init_unet_params(configs[0], jax.random.key(0))
     rng = np.random.default_rng(3)
     noisy = dict(identity)
     noisy["out"] = {k: jnp.asarray(0.1 * rng.normal(size=v.shape), jnp.float32) for k, v in identity["out"].items()}
-    objectives = [D._defense_objective(tracker, c) for c in configs]
+    objectives = [O.defense_objective(tracker, c) for c in configs]
 
     @jax.jit
     def metrics(params, tv, batch, key):
@@ -369,8 +369,8 @@ def test_exported_defense_loads_and_tracks(full_run, tracker, variables, data_ro
     from jaxtrack.defense import defended_from_checkpoint, read_defense_card
 
     config, result = full_run
-    assert result.defense == [result.workdir / D.DEFENSE_DIR]
-    card = read_defense_card(result.workdir / D.DEFENSE_DIR)
+    assert result.defense == [result.workdir / C.DEFENSE_DIR]
+    card = read_defense_card(result.workdir / C.DEFENSE_DIR)
     assert (card["family"], card["tracker"], card["where"]) == ("siamfcpp", "siamfcpp_tiny", "both")
     assert card["crop_sizes"] == {"template": 127, "search": 191}
     assert card["unet"]["depth"] == 1 and card["unet"]["width"] == 4
@@ -379,10 +379,10 @@ def test_exported_defense_loads_and_tracks(full_run, tracker, variables, data_ro
     assert info["training_data"]["source"] == "synthetic" and info["training_data"]["synthetic_seed"] == 7
     assert info["attack"]["loss"] == "dua" and info["attack_through_defense"] is False
 
-    d = defended_from_checkpoint(tracker, result.workdir / D.DEFENSE_DIR)
+    d = defended_from_checkpoint(tracker, result.workdir / C.DEFENSE_DIR)
     assert d.where == "both" and max_abs_diff(d.unet_variables["params"], result.params) == 0.0
     assert float(np.abs(np.asarray(result.params["out"]["kernel"])).max()) > 0  # trained: no longer the identity
-    assert D.load_trained_defense(tracker, result.workdir).name == d.name
+    assert T.load_trained_defense(tracker, result.workdir).name == d.name
     seq = load_dataset("synthetic", data_root)[0]
     frames = np.stack([seq.frame(i) for i in range(5)])
     boxes, scores = d.track_sequence(variables, frames, np.asarray(seq.ground_truth[0], np.float32))

@@ -317,14 +317,14 @@ def test_load_teacher_errors_name_the_key(tmp_path, monkeypatch):
 
 
 def test_the_recipe_loads_the_real_nanotrack_teacher(data_dir):
-    from jaxtrack.tracking.weights import shared_checkpoint
+    from jaxtrack.weights import shared_path
     from jaxtrack.train.distill import load_teacher
 
-    if shared_checkpoint("nanotrack_v2") is None:
+    if shared_path("nanotrack_v2") is None:
         pytest.skip("the real NanoTrack v2 checkpoint is not in the shared data folder")
     cfg = C.get_config("siamfcpp_tiny_real_distill")
     teacher = load_teacher(cfg.distill, tracking.create(cfg.tracker))
-    assert teacher.tracker.name == "nanotrack_v2" and teacher.source == str(shared_checkpoint("nanotrack_v2"))
+    assert teacher.tracker.name == "nanotrack_v2" and teacher.source == str(shared_path("nanotrack_v2"))
     assert teacher.weights == D.DistillWeights(cls=1.0, reg=0.0, reg_min_prob=0.5)
     abstract = jax.eval_shape(teacher.tracker.init_variables, jax.random.key(0))
     shapes = jax.tree_util.tree_map(lambda a: tuple(a.shape), teacher.variables)

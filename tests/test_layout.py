@@ -88,8 +88,11 @@ def test_cycle_finder_finds_a_planted_cycle():
 
 def test_import_graph_sees_function_level_imports():
     graph = import_graph()
-    # jaxtrack.tracking.weights imports the converter inside functions only
-    assert "jaxtrack.convert.convert" in graph["jaxtrack.tracking.weights"]
+    # jaxtrack.weights.pytorch imports the converter inside functions only
+    assert "jaxtrack.convert.convert" in graph["jaxtrack.weights.pytorch"]
+    # the converter knows no tracker: it maps a state dict onto a tree it is given
+    assert not any(m.startswith("jaxtrack.tracking") or m.startswith("jaxtrack.weights")
+                   for m in graph["jaxtrack.convert.convert"] | graph["jaxtrack.convert.reader"])
 
 
 def test_no_import_cycle():

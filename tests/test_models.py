@@ -339,3 +339,80 @@ def test_alexnet_bn_train_mode_matches_torch():
     new = torch_to_flax(twin.state_dict())["batch_stats"]
     for name in ("conv1", "conv5"):
         assert_close(updates["batch_stats"][name]["bn"]["mean"], new[name]["bn"]["mean"], name=f"{name} mean")
+
+
+# ---------------------------------------------------------------------------------------------------- twins for
+# the attack-speed benchmark: siamfcpp_tiny, Flax -> torch weights, dense predictions and the Dua-Loss
+
+
+def test_siamfcpp_tiny_matches_torch():
+    """``siamfcpp_alexnet(width_mult=0.25)`` is the ``siamfcpp_tiny`` network (quarter widths, 255 search crop)."""
+    rng = np.random.default_rng(7)
+    z, x = images(rng, 2, 127), images(rng, 2, 255)
+    twin = tt.siamfcpp_alexnet(width_mult=0.25)
+    tt.randomize_(twin, lambda m: m(nchw(z), nchw(x)), seed=7)
+    model = SiamFCppAlexNet(width_mult=0.25)
+    variables = assert_mirrors(model, 127, 255, twin)
+    with torch.no_grad():
+        cls_t, ctr_t, box_t = twin(nchw(z), nchw(x))
+    out = jax.jit(model.apply)(variables, jnp.asarray(z), jnp.asarray(x))
+    assert out["box"].shape == (2, 11, 11, 4)
+    assert_close(out["cls"], cls_t.numpy().reshape(2, 11, 11), name="cls")
+    assert_close(out["ctr"], ctr_t.numpy().reshape(2, 11, 11), name="ctr")
+    assert_close(out["box"], box_t.numpy().reshape(2, 11, 11, 4), name="box")
+
+
+@pytest.mark.parametrize("build", [lambda: tt.siamfcpp_alexnet(0.25), tt.siamrpn_alex])
+def test_load_flax_variables_inverts_torch_to_flax(build):
+    src = tt.randomize_(build(), seed=8)
+    variables = torch_to_flax(src.state_dict())
+    dst = tt.load_flax_variables_(build(), variables)
+    for key, value in src.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            np.testing.assert_array_equal(dst.state_dict()[key].numpy(), value.numpy(), err_msg=key)
+
+
+def _twin_dua(name, twin, tracker, z, x, ref, clean_boxes):
+    """Dua-Loss and its gradient w.r.t. the search crop, on the twin (as benchmarks/attack_speed.py runs it)."""
+    xt = nchw(x[None]).requires_grad_(True)
+    with torch.no_grad():
+        zf = twin.feature(nchw(z[None])) if name.startswith("siamfcpp") else twin.template(nchw(z[None]))
+    if name.startswith("siamfcpp"):
+        scores, boxes = tt.siamfcpp_dense(*twin.track(xt, *zf), tracker.config.instance_size)
+    else:
+        out = twin.track(xt)
+        scores, boxes = tt.siamrpn_dense(out["cls"], out["loc"], tracker.anchors)
+    loss = tt.dua_loss(scores, boxes, torch.from_numpy(np.asarray(ref)), torch.from_numpy(np.asarray(clean_boxes)))
+    (grad,) = torch.autograd.grad(loss, xt)
+    return float(loss), to_nhwc(grad)[0], scores.detach().numpy(), boxes.detach().numpy()
+
+
+@pytest.mark.parametrize("name,build", [("siamfcpp_tiny", lambda: tt.siamfcpp_alexnet(0.25)),
+                                        ("siamrpn_alex", tt.siamrpn_alex)])
+def test_torch_dua_loss_matches_jax(name, build):
+    """The twin's dense decoding and Dua-Loss equal the tracker's ``dense_predictions`` + ``attacks.dua_loss``
+    (value and gradient w.r.t. the search crop), labels from the clean prediction of a perturbed crop."""
+    from jaxtrack import attacks, tracking
+
+    tracker = tracking.create(name)
+    c = tracker.config
+    rng = np.random.default_rng(9)
+    z, x = images(rng, 1, c.exemplar_size)[0], images(rng, 1, c.instance_size)[0]
+    twin = tt.randomize_(build(), lambda m: m(nchw(z[None]), nchw(x[None])), seed=9)
+    variables = torch_to_flax(twin.state_dict())
+    template = tracker.embed_template(variables, jnp.asarray(z))
+    clean = tuple(a[0] for a in tracker.dense_predictions(tracker.head(variables, template, jnp.asarray(x))))
+    ref = attacks.best_box(*clean)
+    x_adv = np.clip(x + rng.uniform(-8, 8, x.shape), 0, 255).astype(np.float32)
+
+    def loss(xx):
+        s, b = tracker.dense_predictions(tracker.head(variables, template, xx))
+        return attacks.dua_loss(s[0], b[0], ref, clean)
+
+    value, grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(x_adv))
+    t_value, t_grad, t_scores, t_boxes = _twin_dua(name, twin, tracker, z, x_adv, ref, clean[1])
+    s, b = tracker.dense_predictions(tracker.head(variables, template, jnp.asarray(x_adv)))
+    assert_close(t_scores, s[0], name="scores")
+    assert_close(t_boxes, b[0], name="boxes")
+    np.testing.assert_allclose(t_value, float(value), rtol=1e-4)
+    assert_close(t_grad, grad, rtol=1e-3, name="grad")

@@ -24,13 +24,8 @@ import pytest
 from reference_impls import pysot_get_subwindow
 
 from jaxtrack import tracking
-from jaxtrack.convert.convert import (
-    CHECKPOINT_KINDS,
-    abstract_variables,
-    convert_checkpoint,
-    load_converted,
-    state_dict_to_variables,
-)
+from jaxtrack.convert.convert import CHECKPOINT_KINDS, abstract_variables, state_dict_to_variables
+from jaxtrack.weights import convert_checkpoint, load_path
 from jaxtrack.convert.reader import load_torch_file
 from jaxtrack.data.sequence import load_otb_folder
 from jaxtrack.eval import metrics
@@ -242,7 +237,7 @@ def test_converter_families_round_trip(weights_dir, variables, tmp_path):
         family = f"nanotrack_{v}"
         assert CHECKPOINT_KINDS[family].ignore_prefixes == ("neck.",)
         folder = convert_checkpoint(family, weights_dir / f"nanotrack{v}.pth", tmp_path / family)
-        loaded = load_converted(folder, tracking.create(family))
+        loaded = load_path(tracking.create(family), folder).variables
         jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, variables[v])
         card = json.loads((folder / "card.json").read_text())
         assert card["dropped_keys"]["ignored"] == 5  # neck.downsample.0.weight, .1.{weight,bias,running_*}

@@ -12,16 +12,16 @@ from jaxtrack import attacks, robust, tracking
 from jaxtrack.attacks.crops import predict_pair
 from jaxtrack.data.sequence import load_otb_folder
 from jaxtrack.eval import metrics
-from jaxtrack.tracking.weights import load_tracker_variables, shared_checkpoint
+from jaxtrack.weights import load_path, shared_path
 
 
 @pytest.fixture(scope="module")
 def nano(data_dir):
     tracker = tracking.create("nanotrack_v2")
-    path = shared_checkpoint("nanotrack_v2")
+    path = shared_path("nanotrack_v2")
     if path is None:
         pytest.skip("NanoTrack weights not in the shared data")
-    variables, _ = load_tracker_variables(tracker, str(path))
+    variables = load_path(tracker, path).variables
     return tracker, variables
 
 

@@ -163,9 +163,9 @@ def small_config(data_root, **changes) -> C.TrainConfig:
 
 
 def load_weights(tracker, path):
-    from jaxtrack.tracking.weights import load_tracker_variables
+    from jaxtrack.weights import load_weights
 
-    return load_tracker_variables(tracker, str(path))[0]
+    return load_weights(tracker, str(path)).variables
 
 
 def max_abs_diff(a, b) -> float:
@@ -324,8 +324,13 @@ def test_export_loads_as_tracker_weights(full_run, tracker):
         STEPS, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
     assert max_abs_diff(loaded["params"], last["params"]) == 0.0
     assert max_abs_diff(loaded["batch_stats"], last["batch_stats"]) == 0.0
-    info = json.loads((full_run.workdir / "weights.json").read_text())
-    assert (info["tracker"], info["step"]) == ("siamfcpp_tiny", STEPS)
+    from jaxtrack.weights import read_card
+
+    card = read_card(full_run.weights)  # the one weights format: variables/ + card.json
+    assert (card["what"], card["tracker"], card["step"], card["config"]) == (
+        "tracker", "siamfcpp_tiny", STEPS, "siamfcpp_tiny_synthetic")
+    assert card["num_parameters"] == sum(np.size(x) for x in jax.tree_util.tree_leaves(loaded["params"]))
+    assert card["training"]["steps"] == STEPS
 
 
 def test_stopped_and_resumed_run_equals_uninterrupted(tmp_path, full_run, tracker, variables, data_root):

@@ -17,7 +17,7 @@ import pytest
 from jaxtrack import tracking
 from jaxtrack.paths import resolve_data_path
 from jaxtrack.train import config as C
-from jaxtrack.train.loop import _training_source, resolve_init_weights
+from jaxtrack.train.loop import _training_source
 
 # the evaluation sequences (issue 17; README "Shipped defenses"): OTB Crossing, Couple, KiteSurf, Football1, VOT2018 bag
 EVAL = {"crossing", "couple", "kitesurf", "football1", "bag"}
@@ -103,13 +103,13 @@ def test_shared_paths_resolve_inside_the_shared_folder(fake_shared):
 
 
 def test_init_weights_bundled_is_the_shipped_folder():
-    from jaxtrack.tracking.weights import bundled_checkpoint
+    from jaxtrack.weights import bundled_path, load_weights
 
     tiny = tracking.create("siamfcpp_tiny")
-    shipped = bundled_checkpoint("siamfcpp_tiny")
+    shipped = bundled_path("siamfcpp_tiny")
     if shipped is None:
         pytest.skip("no bundled siamfcpp_tiny weights in this checkout")
-    assert resolve_init_weights(C.get_config("siamfcpp_tiny_real"), tiny) == str(shipped)
-    cfg = C.get_config("siamfcpp_tiny_real", ["tracker=siamfcpp_alexnet"])
-    with pytest.raises(ValueError, match="init_weights='bundled' but no weights of 'siamfcpp_alexnet' ship"):
-        resolve_init_weights(cfg, tracking.create("siamfcpp_alexnet"))
+    cfg = C.get_config("siamfcpp_tiny_real")
+    assert load_weights(tiny, cfg.init_weights).source == f"bundled:{shipped}"
+    with pytest.raises(ValueError, match="no bundled weights for tracker 'siamfcpp_alexnet'"):
+        load_weights(tracking.create("siamfcpp_alexnet"), cfg.init_weights, allow_random=False)

@@ -1,13 +1,9 @@
-"""PyTorch state dicts → Flax variables, per checkpoint kind, saved as a self-describing folder.
+"""PyTorch state dicts → Flax variables, per checkpoint kind: a mapping onto a target tree it is given.
 
-    jaxtrack convert --kind siamrpnpp_r50 model.pth out/siamrpnpp_r50
-    jaxtrack track --model siamrpnpp_r50 --weights out/siamrpnpp_r50 --sequence .../Crossing --out boxes.txt
+>>> variables, dropped = convert_state_dict("siamfcpp_alexnet", load_torch_file(path), target)
 
->>> convert_checkpoint("siamfcpp_alexnet", "siamfcpp-alexnet-vot-md5_88e4e9ee.pkl", "out/siamfcpp")
->>> variables = load_converted("out/siamfcpp", jaxtrack.tracking.create("siamfcpp_alexnet_vot"))
-
-A converted folder holds ``variables/`` (an orbax checkpoint of ``{'params', 'batch_stats'}``) and
-``card.json`` (checkpoint kind, tracker configuration, source file name and sha256, jaxtrack version, date, counts).
+Reading files, finding the target tree of a tracker and writing weights folders is the weights layer's
+(:mod:`jaxtrack.weights`: ``convert_checkpoint``, ``jaxtrack convert``); this module knows no tracker.
 
 The key mapping is generic because the Flax models mirror the reference module trees (see
 ``jaxtrack.models``): a key is split on '.', conv ``weight`` (OIHW) becomes ``kernel`` (HWIO), BatchNorm
@@ -21,23 +17,11 @@ This module imports jax lazily so that ``jaxtrack --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
-import hashlib
-import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-
-from jaxtrack.fileio import atomic_directory
-
-CARD_NAME = "card.json"
-VARIABLES_DIR = "variables"
-CARD_FORMAT = "jaxtrack-converted-checkpoint"
-CARD_FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,15 +242,15 @@ def state_dict_to_variables(
     return _match_target(renamed, target, source, "the model")
 
 
-# ---------------------------------------------------------------------------------------------------- folders
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def convert_state_dict(kind: str, obj, target, source: str = "checkpoint") -> tuple[dict, dict[str, int]]:
+    """``(variables, dropped)``: the PyTorch checkpoint object ``obj`` (as :func:`load_torch_file` returns it) of
+    checkpoint kind ``kind`` mapped onto ``target`` (the variables tree it must fill, e.g. the abstract variables
+    of ``CHECKPOINT_KINDS[kind].tracker``), and the number of keys dropped per reason. Raises ``ValueError``
+    naming ``source`` and listing every missing, unexpected and mis-shaped key."""
+    spec = get_checkpoint_kind(kind)
+    renamed = _rename(unwrap_state_dict(obj, source), spec.ignore_prefixes, spec.key_map, source)
+    variables = _match_target(renamed, target, source, f"checkpoint kind {kind!r} (tracker {spec.tracker!r})")
+    return variables, {k: len(v) for k, v in renamed.dropped.items() if v}
 
 
 @functools.lru_cache(maxsize=16)
@@ -276,124 +260,3 @@ def abstract_variables(tracker):
     import jax
 
     return jax.eval_shape(tracker.init_variables, jax.random.key(0))
-
-
-def _tracker(name_or_tracker):
-    from jaxtrack.tracking import Tracker, create
-
-    if isinstance(name_or_tracker, Tracker):
-        return name_or_tracker
-    try:
-        return create(name_or_tracker)
-    except KeyError as err:
-        raise ValueError(str(err).strip("\"'")) from None
-
-
-def convert_checkpoint(kind: str, src: str | os.PathLike, dst: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Convert the PyTorch checkpoint ``src`` of checkpoint kind ``kind`` into the folder ``dst``; returns ``dst``.
-
-    The folder is built beside ``dst`` and renamed into place, so ``dst`` is either absent or complete. An existing
-    ``dst`` is replaced only with ``overwrite=True`` and only if it is a converted folder (has ``card.json``) or
-    empty. Nothing is written when the checkpoint is unreadable or does not fit the model.
-    """
-    import jaxtrack
-    from jaxtrack import checkpoint
-    from jaxtrack.convert.reader import load_torch_file
-
-    spec = get_checkpoint_kind(kind)
-    src, dst = Path(src), Path(dst).absolute()
-    if not src.is_file():
-        raise FileNotFoundError(f"checkpoint {src} not found")
-    if dst.exists():
-        if not overwrite:
-            raise FileExistsError(f"{dst} already exists (pass --overwrite / overwrite=True to replace it)")
-        if not dst.is_dir() or not ((dst / CARD_NAME).is_file() or not any(dst.iterdir())):
-            raise FileExistsError(f"{dst} exists and is not a converted checkpoint folder; refusing to replace it")
-
-    tracker = _tracker(spec.tracker)
-    obj = load_torch_file(src)
-    renamed = _rename(unwrap_state_dict(obj, str(src)), spec.ignore_prefixes, spec.key_map, str(src))
-    variables = _match_target(
-        renamed, abstract_variables(tracker), str(src), f"checkpoint kind {kind!r} (tracker {spec.tracker!r})"
-    )
-    leaves = _flat(variables)
-    card = {
-        "format": CARD_FORMAT,
-        "format_version": CARD_FORMAT_VERSION,
-        "kind": kind,
-        "tracker": spec.tracker,
-        "description": spec.description,
-        "source": {"file": src.name, "sha256": _sha256(src), "bytes": src.stat().st_size},
-        "jaxtrack_version": jaxtrack.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "num_arrays": len(leaves),
-        "num_parameters": int(sum(v.size for p, v in leaves.items() if p[0] == "params")),
-        "num_batch_stats": int(sum(v.size for p, v in leaves.items() if p[0] == "batch_stats")),
-        "dropped_keys": {k: len(v) for k, v in renamed.dropped.items() if v},
-    }
-    if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), (int, np.integer)):
-        card["source"]["epoch"] = int(obj["epoch"])
-
-    with atomic_directory(dst) as tmp:
-        checkpoint.save_variables(tmp / VARIABLES_DIR, variables)
-        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    return dst
-
-
-def is_converted_folder(path: str | os.PathLike) -> bool:
-    return (Path(path) / CARD_NAME).is_file()
-
-
-def read_card(folder: str | os.PathLike) -> dict:
-    """The ``card.json`` of a converted folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"converted checkpoint folder {folder} not found")
-    path = folder / CARD_NAME
-    if not path.is_file():
-        raise ValueError(f"{folder} is not a converted checkpoint folder (no {CARD_NAME}; see `jaxtrack convert`)")
-    try:
-        card = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: unreadable card ({err})") from None
-    if isinstance(card, dict) and "kind" not in card and "family" in card:  # cards written before the rename
-        card["kind"] = card["family"]
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or "kind" not in card:
-        raise ValueError(f"{path}: not a jaxtrack conversion card")
-    return card
-
-
-def compatible_kinds(tracker) -> list[str]:
-    """Registered checkpoint kinds whose weights fit ``tracker``'s network."""
-    tracker = _tracker(tracker)
-    out = []
-    for name, spec in CHECKPOINT_KINDS.items():
-        try:
-            if _tracker(spec.tracker).model == tracker.model:
-                out.append(name)
-        except ValueError:  # a kind whose tracker is not available in this version
-            continue
-    return sorted(out)
-
-
-def load_converted(folder: str | os.PathLike, tracker) -> dict:
-    """Variables of the converted folder for ``tracker`` (a Tracker or a tracker name), restored with orbax
-    against the tracker's abstract variables. Raises ``ValueError`` when the folder's weights do not fit."""
-    from jaxtrack import checkpoint
-
-    tracker = _tracker(tracker)
-    card = read_card(folder)
-    kind = card["kind"]
-    spec = CHECKPOINT_KINDS.get(kind)
-    made_for = spec.tracker if spec is not None else card.get("tracker")
-    try:
-        fits = made_for is not None and _tracker(made_for).model == tracker.model
-    except ValueError:
-        fits = False
-    if not fits:
-        fitting = " or ".join(map(repr, compatible_kinds(tracker))) or "(none registered)"
-        raise ValueError(
-            f"{folder} holds weights of checkpoint kind {kind!r} (network of tracker {made_for!r}), which do not fit "
-            f"tracker {tracker.name!r}; it needs a checkpoint of kind {fitting}"
-        )
-    return checkpoint.load_variables(Path(folder) / VARIABLES_DIR, abstract_variables(tracker))

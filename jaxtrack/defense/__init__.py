@@ -23,6 +23,11 @@ are reused. To train the U-Net, differentiate :func:`apply_defense` with respect
 
 Checkpoints of trained defenses: :func:`save_defense` / :func:`load_defense` / :func:`defended_from_checkpoint`
 (:mod:`jaxtrack.defense.checkpoint`).
+
+Adversarial training of the U-Net with the Dua-Loss (``jaxtrack train-defense``), imported on demand:
+:mod:`jaxtrack.defense.config` (configurations and named recipes), :mod:`jaxtrack.defense.objective` (adversarial
+crops and the U-Net's loss), :mod:`jaxtrack.defense.trainer` (the jitted step, the loop, the export) and
+:mod:`jaxtrack.defense.evaluate` (held-out check of a trained U-Net).
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxtrack.defense.checkpoint import (
-    defended_from_checkpoint,
+    WHERE,
+    check_where,
     defense_meta,
+    load_for_tracker,
     load_defense,
     read_defense_card,
     save_defense,
@@ -61,8 +68,6 @@ __all__ = [
     "save_defense",
 ]
 
-WHERE = ("template", "search", "both")
-
 
 def apply_defense(unet: DefenseUNet, unet_variables, crops: jax.Array) -> jax.Array:
     """The U-Net on crops ``[H, W, 3]`` or ``[B, H, W, 3]`` (BGR, 0..255) → same shape (pure; differentiable
@@ -71,12 +76,6 @@ def apply_defense(unet: DefenseUNet, unet_variables, crops: jax.Array) -> jax.Ar
     if crops.ndim == 3:
         return unet.apply(unet_variables, crops[None])[0]
     return unet.apply(unet_variables, crops)
-
-
-def _check_where(where: str) -> str:
-    if where not in WHERE:
-        raise ValueError(f"where must be one of {WHERE}, got {where!r}")
-    return where
 
 
 def _family_class(tracker: Tracker) -> type:
@@ -113,7 +112,7 @@ class DefendedTracker(TrackerWrapper):
             raise TypeError(f"DefendedTracker.base must be a Tracker, got {type(self.base).__name__}")
         if not isinstance(self.unet, DefenseUNet):
             raise TypeError(f"DefendedTracker.unet must be a DefenseUNet, got {type(self.unet).__name__}")
-        _check_where(self.where)
+        check_where(self.where)
         if not re.fullmatch(r"[A-Za-z0-9_.-]*", self.label):
             raise ValueError(f"label must be letters, digits, '_', '.', '-' (it names result folders), got {self.label!r}")
         # derived from base, so that dataclasses.replace(d, where=...) keeps the name consistent
@@ -244,7 +243,7 @@ def defended(tracker: Tracker, unet_variables, where: str = "both", unet: Defens
     …}`` of ``unet``) are held by the wrapper. Its name is ``f"{tracker.name}_unet-{where}"`` plus ``-{label}``
     when a label is given (shell-friendly: it names result folders).
     """
-    _check_where(where)
+    check_where(where)
     if not isinstance(tracker, Tracker):
         raise TypeError(f"defended() wraps a jaxtrack Tracker, got {type(tracker).__name__}")
     unet = DefenseUNet() if unet is None else unet
@@ -260,3 +259,13 @@ def defended(tracker: Tracker, unet_variables, where: str = "both", unet: Defens
         where=where,
         label=label,
     )
+
+
+def defended_from_checkpoint(tracker, path, where: str | None = None, allow_transfer: bool = False,
+                             label: str | None = None):
+    """:func:`defended` with the U-Net of the defense checkpoint at ``path`` (a folder, ``bundled`` or
+    ``bundled:<tracker>``), checked against ``tracker`` (:func:`jaxtrack.defense.checkpoint.load_for_tracker`:
+    crop sizes, family, ``allow_transfer``), e.g. ``nanotrack_v2_unet-both`` (shipped),
+    ``nanotrack_v2_unet-both-from-siamfcpp_tiny`` (transfer)."""
+    unet, variables, where, label = load_for_tracker(tracker, path, where, allow_transfer, label)
+    return defended(tracker, variables, where=where, unet=unet, label=label)

@@ -8,13 +8,13 @@ Layout (written atomically: the folder is built beside its destination and renam
 
 The card says what the defense was trained with: the U-Net hyper-parameters (the parameter tree is checked
 against them on load), the tracker family and tracker, the branch(es) it defends and the crop sizes of those
-branches. :func:`defended_from_checkpoint` refuses to deploy a defense on a tracker of another family or with
+branches. :func:`jaxtrack.defense.defended_from_checkpoint` refuses to deploy a defense on a tracker of another family or with
 other crop sizes unless ``allow_transfer=True`` (transfer experiments deploy a defense trained on one tracker on
 another; the U-Net itself takes any crop size).
 
 >>> meta = defense_meta(unet, tracker, where="both", info={"loss": "dua", "eps": 8})
 >>> save_defense("runs/def_nano", unet_variables, meta)
->>> tracker_d = defended_from_checkpoint(tracker, "runs/def_nano")
+>>> tracker_d = jaxtrack.defense.defended_from_checkpoint(tracker, "runs/def_nano")
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ __all__ = [
     "branches",
     "bundled_defense",
     "resolve_defense",
-    "defended_from_checkpoint",
+    "load_for_tracker",
     "defense_meta",
     "load_defense",
     "read_defense_card",
@@ -95,11 +95,19 @@ class LoadedDefense(NamedTuple):
     card: dict
 
 
+WHERE = ("template", "search", "both")  # the crops a defense (or an attack) is applied to
+
+
+def check_where(where: str) -> str:
+    """``where`` if it is one of :data:`WHERE`, else ``ValueError``."""
+    if where not in WHERE:
+        raise ValueError(f"where must be one of {WHERE}, got {where!r}")
+    return where
+
+
 def branches(where: str) -> tuple[str, ...]:
     """The crop branches a ``where`` setting defends."""
-    from jaxtrack.defense import _check_where
-
-    _check_where(where)
+    check_where(where)
     return _BRANCHES if where == "both" else (where,)
 
 
@@ -115,9 +123,9 @@ def _family(tracker) -> str | None:
 def defense_meta(unet: DefenseUNet, tracker, where: str, info: Mapping[str, Any] | None = None) -> dict:
     """The ``meta`` for :func:`save_defense` of a U-Net trained on ``tracker``'s ``where`` crops (crop sizes
     from the tracker configuration); ``info``: anything JSON-able about the training (loss, ε, steps, data…)."""
-    from jaxtrack.defense import DefendedTracker
+    from jaxtrack.tracking.wrapper import TrackerWrapper
 
-    while isinstance(tracker, DefendedTracker):  # the tracker underneath
+    while isinstance(tracker, TrackerWrapper):  # the tracker underneath every wrapper
         tracker = tracker.base
     sizes = _tracker_crop_sizes(tracker)
     return {
@@ -270,18 +278,16 @@ def _label(card: Mapping, folder: Path, tracker_name: str, bundled: bool) -> str
     return "-".join(parts)
 
 
-def defended_from_checkpoint(tracker, path: str | os.PathLike, where: str | None = None, allow_transfer: bool = False,
-                             label: str | None = None):
-    """:func:`jaxtrack.defense.defended` with the U-Net of the checkpoint at ``path`` (a folder, or ``bundled`` /
-    ``bundled:<tracker>``: see :func:`resolve_defense`; ``where`` defaults to the card's).
+def load_for_tracker(tracker, path: str | os.PathLike, where: str | None = None, allow_transfer: bool = False,
+                     label: str | None = None) -> tuple[DefenseUNet, dict, str, str]:
+    """``(unet, variables, where, label)`` of the defense checkpoint at ``path`` (a folder, or ``bundled`` /
+    ``bundled:<tracker>``: see :func:`resolve_defense`) checked against ``tracker``; ``where`` defaults to the
+    card's. What :func:`jaxtrack.defense.defended_from_checkpoint` wraps the tracker with.
 
-    The wrapper's name tells U-Nets apart (``label``, by default: the card's training config name for a folder
-    that is not shipped, then ``from-<tracker>`` when the U-Net was trained with another tracker), e.g.
-    ``nanotrack_v2_unet-both`` (the shipped one), ``nanotrack_v2_unet-both-from-siamfcpp_tiny`` (transfer),
-    ``nanotrack_v2_unet-search-unet_nanotrack`` (a folder of ``jaxtrack train-defense``). Refuses (``ValueError`` naming the card and every mismatch) a checkpoint trained with another family
-    or other crop sizes unless ``allow_transfer=True``."""
-    from jaxtrack.defense import defended
-
+    The label tells U-Nets apart (by default: the card's training config name for a folder that is not shipped,
+    then ``from-<tracker>`` when the U-Net was trained with another tracker). Refuses (``ValueError`` naming the
+    card and every mismatch) a checkpoint trained with another family or other crop sizes unless
+    ``allow_transfer=True``."""
     folder = resolve_defense(path, tracker.name)
     card = read_defense_card(folder)  # checked before reading any array
     where = card["where"] if where is None else where
@@ -296,4 +302,4 @@ def defended_from_checkpoint(tracker, path: str | os.PathLike, where: str | None
     if label is None:
         bundled = any(folder == bundled_defense(n) for n in BUNDLED_DEFENSES)
         label = _label(card, folder, tracker.name, bundled)
-    return defended(tracker, variables, where=where, unet=unet, label=label)
+    return unet, variables, where, label

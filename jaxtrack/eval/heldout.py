@@ -46,15 +46,14 @@ def models_with_weights(names, log=print) -> list[tuple[str, dict]]:
     """``[(name, variables)]`` of the trackers among ``names`` that have trained weights here (shipped with the
     package or in the shared data folder); the others are skipped with a note."""
     from jaxtrack import tracking
-    from jaxtrack.tracking.weights import default_checkpoint, load_tracker_variables
+    from jaxtrack.weights import default_path, load_weights
 
     out = []
     for name in names:
-        path = default_checkpoint(name)
-        if path is None:
+        if default_path(name) is None:
             log(f"skipping {name}: no trained weights here")
             continue
-        out.append((name, load_tracker_variables(tracking.create(name), str(path))[0]))
+        out.append((name, load_weights(tracking.create(name), allow_random=False).variables))
     return out
 
 

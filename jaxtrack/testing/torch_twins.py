@@ -7,10 +7,19 @@ numerically and to produce synthetic checkpoints for converter tests.
 
 Builders:
 
-* :func:`siamfcpp_alexnet` -> :class:`SiamTrack` (``feature(z)``, ``track(x, c_z_k, r_z_k)``)
+* :func:`siamfcpp_alexnet` -> :class:`SiamTrack` (``feature(z)``, ``track(x, c_z_k, r_z_k)``); ``width_mult``
+  scales every channel count as ``SiamFCppAlexNet(width_mult=...)`` does (0.25: the ``siamfcpp_tiny`` network)
 * :func:`siamrpn_r50_l234` -> :class:`ModelBuilder` (``template(z)``, ``track(x)``)
 * :func:`siamrpn_alex` -> :class:`ModelBuilder`
 * :func:`randomize_` -> random weights and calibrated, perturbed BN running statistics.
+
+Weights: :func:`torch_to_flax` (twin state dict -> Flax variables) and its inverse :func:`load_flax_variables_`
+(Flax variables -> the twin, in place), so both sides can run the same weights from either end.
+
+Attack objective (for comparing attack cost with the JAX side): :func:`siamfcpp_dense` / :func:`siamrpn_dense`
+decode the raw outputs to per-cell ``scores [N]`` and ``boxes [N, 4]`` (``cx, cy, w, h`` relative to the crop
+centre) exactly as the trackers' ``dense_predictions`` do, and :func:`dua_loss` restates
+``jaxtrack.attacks.dua_loss`` (IoU labels from the clean boxes, balanced BCE + mean ``1 - IoU`` of the positives).
 """
 
 from __future__ import annotations
@@ -53,16 +62,22 @@ class conv_bn_relu(nn.Module):  # noqa: N801  (reference name)
         return x
 
 
+def scaled_channels(channels: int, width_mult: float) -> int:
+    """``jaxtrack.models.siamfcpp.scaled_channels``: ``channels * width_mult`` rounded, at least 8."""
+    return channels if width_mult == 1.0 else max(8, int(round(channels * width_mult)))
+
+
 class AlexNetBN(nn.Module):
-    def __init__(self):
+    def __init__(self, width_mult: float = 1.0):
         super().__init__()
-        self.conv1 = conv_bn_relu(3, 96, stride=2, kszie=11, pad=0)
+        c = [3] + [scaled_channels(n, width_mult) for n in (96, 256, 384, 384, 256)]
+        self.conv1 = conv_bn_relu(c[0], c[1], stride=2, kszie=11, pad=0)
         self.pool1 = nn.MaxPool2d(3, 2, 0, ceil_mode=True)
-        self.conv2 = conv_bn_relu(96, 256, 1, 5, 0)
+        self.conv2 = conv_bn_relu(c[1], c[2], 1, 5, 0)
         self.pool2 = nn.MaxPool2d(3, 2, 0, ceil_mode=True)
-        self.conv3 = conv_bn_relu(256, 384, 1, 3, 0)
-        self.conv4 = conv_bn_relu(384, 384, 1, 3, 0)
-        self.conv5 = conv_bn_relu(384, 256, 1, 3, 0, has_relu=False)
+        self.conv3 = conv_bn_relu(c[2], c[3], 1, 3, 0)
+        self.conv4 = conv_bn_relu(c[3], c[4], 1, 3, 0)
+        self.conv5 = conv_bn_relu(c[4], c[5], 1, 3, 0, has_relu=False)
 
     def forward(self, x):
         x = self.pool1(self.conv1(x))
@@ -127,8 +142,10 @@ class SiamTrack(nn.Module):
         return self.track(x, *self.feature(z))
 
 
-def siamfcpp_alexnet() -> SiamTrack:
-    return SiamTrack(AlexNetBN(), DenseboxHead())
+def siamfcpp_alexnet(width_mult: float = 1.0) -> SiamTrack:
+    """video_analyst's SiamFC++ AlexNet; ``width_mult`` != 1 scales every channel count (``siamfcpp_tiny``: 0.25)."""
+    width = scaled_channels(256, width_mult)
+    return SiamTrack(AlexNetBN(width_mult), DenseboxHead(head_width=width), head_width=width)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -422,3 +439,104 @@ def torch_to_flax(state_dict) -> dict:
         assert leaf not in node, key
         node[leaf] = a
     return {"params": params, "batch_stats": stats}
+
+
+def _flax_leaf(variables: dict, key: str, like: torch.Tensor) -> np.ndarray:
+    """The Flax array for state-dict ``key`` (the inverse of :func:`torch_to_flax`'s renaming), in torch layout."""
+    *path, leaf = key.split(".")
+    collection = "params"
+    if leaf in ("running_mean", "running_var"):
+        collection, leaf = "batch_stats", leaf[len("running_") :]
+    elif leaf == "weight" and like.ndim == 4:
+        leaf = "kernel"
+    elif leaf == "weight" and like.ndim == 1:
+        leaf = "scale"
+    node = variables[collection]
+    for p in [*path, leaf]:
+        node = node[p]
+    a = np.asarray(node, np.float32)
+    return a.transpose(3, 2, 0, 1) if leaf == "kernel" else a
+
+
+@torch.no_grad()
+def load_flax_variables_(model: nn.Module, variables) -> nn.Module:
+    """Copy Flax ``variables`` (a tree with the schema of :func:`torch_to_flax`) into ``model``; every state-dict
+    entry must be found with the right shape (``num_batches_tracked`` excepted). Leaves the model in eval mode."""
+    for key, tensor in model.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        a = _flax_leaf(variables, key, tensor)
+        if tuple(a.shape) != tuple(tensor.shape):
+            raise ValueError(f"{key}: Flax shape {a.shape} (torch layout) vs twin {tuple(tensor.shape)}")
+        tensor.copy_(torch.from_numpy(np.array(a, np.float32, order="C")))
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dense predictions and the Dua-Loss (restating jaxtrack.tracking.families and jaxtrack.attacks.losses)
+
+
+def siamfcpp_dense(cls_score, ctr_score, bbox, instance_size: int):
+    """``SiamFCppTracker.dense_predictions_single`` on :meth:`SiamTrack.track`'s outputs of one crop:
+    ``sigmoid(cls)·sigmoid(ctr)`` and the ``x0, y0, x1, y1`` boxes as ``cx, cy, w, h`` relative to the crop centre
+    (``instance_size // 2``, video_analyst's offset; ``w = x1 − x0 + 1``)."""
+    score = (torch.sigmoid(cls_score) * torch.sigmoid(ctr_score)).reshape(-1)
+    x0, y0, x1, y1 = bbox.reshape(-1, 4).unbind(-1)
+    half = instance_size // 2
+    return score, torch.stack([(x0 + x1) / 2 - half, (y0 + y1) / 2 - half, x1 - x0 + 1, y1 - y0 + 1], -1)
+
+
+def siamrpn_dense(cls, loc, anchors):
+    """pysot ``_convert_score`` / ``_convert_bbox`` (``jaxtrack.tracking.postprocess.siamrpn_decode``) on
+    :meth:`ModelBuilder.track`'s ``cls [1, 2K, S, S]`` and ``loc [1, 4K, S, S]``; ``anchors [K·S·S, 4]``."""
+    anchors = torch.as_tensor(np.asarray(anchors, np.float32))
+    score = F.softmax(cls.permute(1, 2, 3, 0).reshape(2, -1), dim=0)[1]
+    delta = loc.permute(1, 2, 3, 0).reshape(4, -1)
+    aw, ah = anchors[:, 2], anchors[:, 3]
+    boxes = torch.stack([delta[0] * aw + anchors[:, 0], delta[1] * ah + anchors[:, 1],
+                         torch.exp(delta[2]) * aw, torch.exp(delta[3]) * ah], -1)
+    return score, boxes
+
+
+_DELTA = 1e-6  # jaxtrack.attacks.losses._DELTA
+_MAX_SIDE = 1e8  # jaxtrack.attacks.losses._MAX_SIDE
+
+
+def box_iou(a, b):
+    """IoU of ``(cx, cy, w, h)`` boxes, sides clamped to ``[0, 1e8]``; 0 for empty unions."""
+    aw, ah = a[..., 2].clamp(0, _MAX_SIDE), a[..., 3].clamp(0, _MAX_SIDE)
+    bw, bh = b[..., 2].clamp(0, _MAX_SIDE), b[..., 3].clamp(0, _MAX_SIDE)
+    ix = torch.minimum(a[..., 0] + aw / 2, b[..., 0] + bw / 2) - torch.maximum(a[..., 0] - aw / 2, b[..., 0] - bw / 2)
+    iy = torch.minimum(a[..., 1] + ah / 2, b[..., 1] + bh / 2) - torch.maximum(a[..., 1] - ah / 2, b[..., 1] - bh / 2)
+    inter = ix.clamp_min(0) * iy.clamp_min(0)
+    union = aw * ah + bw * bh - inter
+    ok = union > 0
+    return torch.where(ok, inter / torch.where(ok, union, torch.ones_like(union)), torch.zeros_like(union))
+
+
+@torch.no_grad()
+def iou_labels(boxes, ref, pos_iou: float = 0.6, neg_iou: float = 0.3):
+    """1 positive (IoU > pos_iou, and the best-overlapping cell), 0 negative (IoU < neg_iou), −1 ignored."""
+    iou = box_iou(boxes, ref)
+    dist = ((boxes[:, :2] - ref[:2]) ** 2).sum(-1)
+    best = torch.argmax(iou) if float(iou.max()) > 0 else torch.argmin(dist)
+    pos = (iou > pos_iou) | (torch.arange(iou.shape[0]) == best)
+    neg = (iou < neg_iou) & ~pos
+    return torch.where(pos, 1.0, torch.where(neg, 0.0, -1.0))
+
+
+def _masked_mean(values, mask):
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _bce(scores, target: float):
+    return -(target * torch.log(scores + _DELTA) + (1.0 - target) * torch.log(1.0 - scores + _DELTA))
+
+
+def dua_loss(scores, boxes, ref, clean_boxes, lam: float = 1.0):
+    """``jaxtrack.attacks.dua_loss`` (``reg="iou"``): labels from the clean boxes against ``ref``, then
+    ``½ mean_P −log s + ½ mean_Q −log(1 − s) + λ · mean_P (1 − IoU(b, ref))``."""
+    labels = iou_labels(clean_boxes, ref)
+    cls = 0.5 * _masked_mean(_bce(scores, 1.0), labels == 1) + 0.5 * _masked_mean(_bce(scores, 0.0), labels == 0)
+    return cls + lam * _masked_mean(1.0 - box_iou(boxes, ref), labels == 1)

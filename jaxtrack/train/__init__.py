@@ -16,7 +16,8 @@ Command line: ``jaxtrack train --config NAME --workdir DIR [--steps N] [--set ke
 * :mod:`~jaxtrack.train.loop` -- :func:`train`: the tracker's data, state, step and export around that core;
 * :mod:`~jaxtrack.train.distill` -- the frozen teacher of ``TrainConfig.distill`` (NanoTrack's soft targets for a
   SiamFC++ student, :mod:`jaxtrack.losses.distill`);
-* :mod:`~jaxtrack.train.defense` -- :func:`~jaxtrack.train.defense.train_defense`: the DuaLossDef U-Net, same core.
+* :mod:`~jaxtrack.train.defense_cli` -- ``jaxtrack train-defense``; the DuaLossDef U-Net trains on the same core
+  (:func:`jaxtrack.defense.trainer.train_defense`).
 """
 
 from jaxtrack.train.config import (

@@ -1,4 +1,4 @@
-"""``jaxtrack train-defense``: the command line of :func:`jaxtrack.train.defense.train_defense`.
+"""``jaxtrack train-defense``: the command line of :func:`jaxtrack.defense.trainer.train_defense`.
 
     jaxtrack train-defense --config unet_nanotrack --workdir runs/unet_nanotrack
     jaxtrack train-defense --config unet_nanotrack --workdir runs/unet_nanotrack --steps 100 \\
@@ -27,7 +27,7 @@ from jaxtrack.train.cli import (
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``train-defense`` sub-command to an ``argparse`` sub-parsers object (sets ``func=main``)."""
-    from jaxtrack.train.defense import DEFENSE_CONFIGS
+    from jaxtrack.defense.config import DEFENSE_CONFIGS
 
     p = subparsers.add_parser(
         "train-defense",
@@ -50,15 +50,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _print_report(report: dict) -> None:
+    from jaxtrack.defense.evaluate import CONDITIONS
+
     print(f"held-out check: {report['pairs']} pairs, {report['attack']}")
     print(f"  {'condition':<20} {'dua':>8} {'iou':>7} {'succ@.5':>8} {'train':>8}")
-    for cond in ("clean", "attacked", "defended_clean", "defended_transfer", "defended_adaptive"):
+    for cond in CONDITIONS:
         r = report[cond]
         print(f"  {cond:<20} {r['dua']:8.4f} {r['iou']:7.3f} {r['success@0.5']:8.3f} {r['train']:8.4f}")
 
 
 def main(args) -> int:
-    from jaxtrack.train.defense import get_defense_config, heldout_report
+    from jaxtrack.defense.config import get_defense_config
+    from jaxtrack.defense.evaluate import heldout_report
 
     if args.eval_only:
         _print_report(heldout_report(args.workdir, pairs=args.eval_pairs or 32))
@@ -66,7 +69,7 @@ def main(args) -> int:
     config = resolve_config(args, get_defense_config)
     if config is None:
         return 0
-    from jaxtrack.train.defense import train_defense
+    from jaxtrack.defense.trainer import train_defense
 
     try:
         result = train_defense(config, args.workdir, progress=not args.no_progress)

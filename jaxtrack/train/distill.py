@@ -6,7 +6,7 @@
     step = make_train_step(student_tracker, tx, schedule, mesh, teacher=teacher)
 
 The teacher's variables come from ``distill.teacher_weights`` or, by default, from the teacher's real checkpoint in
-the shared data folder (:func:`jaxtrack.tracking.weights.shared_checkpoint`, e.g. NanoTrack v2's ``.pth``),
+the shared data folder (:func:`jaxtrack.weights.shared_path`, e.g. NanoTrack v2's ``.pth``),
 converted in memory. They are not part of the training state (never checkpointed: a resumed run loads them again).
 The loss itself is :mod:`jaxtrack.losses.distill`.
 """
@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any
 
 from jaxtrack.losses.distill import DistillWeights, check_compatible
-from jaxtrack.train.config import ConfigError, DistillConfig
+from jaxtrack.train.options import ConfigError, DistillConfig
 
 __all__ = ["Teacher", "load_teacher", "teacher_weights_path"]
 
@@ -41,16 +41,16 @@ def teacher_weights_path(distill: DistillConfig) -> str:
     """Where the teacher's variables are read from: ``distill.teacher_weights`` (``shared:REL`` resolved) or the
     teacher's real checkpoint in the shared data folder. ``ValueError`` naming the key when there is none."""
     from jaxtrack.paths import resolve_data_path, shared_data_dir
-    from jaxtrack.tracking.weights import SHARED_CHECKPOINTS, shared_checkpoint
+    from jaxtrack.weights import SHARED, shared_path
 
     if distill.teacher_weights:
         path = resolve_data_path(distill.teacher_weights)
         if not path.exists():
             raise ValueError(f"distill.teacher_weights={distill.teacher_weights!r}: {path} does not exist")
         return str(path)
-    path = shared_checkpoint(distill.teacher)
+    path = shared_path(distill.teacher)
     if path is None:
-        rel = SHARED_CHECKPOINTS.get(distill.teacher)
+        rel = SHARED.get(distill.teacher)
         where = f"{shared_data_dir() / rel} is missing" if rel else "no shared checkpoint is known for it"
         raise ValueError(f"distill.teacher={distill.teacher!r}: {where} (set JAXTRACK_DATA to the shared data folder "
                          f"or --set distill.teacher_weights=PATH)")
@@ -66,7 +66,7 @@ def load_teacher(distill: DistillConfig, student) -> Teacher | None:
     if not distill.enabled:
         return None
     from jaxtrack import tracking
-    from jaxtrack.tracking.weights import load_tracker_variables
+    from jaxtrack.weights import load_path
 
     if distill.teacher not in tracking.CONFIGS:
         nano = [n for n, c in tracking.CONFIGS.items() if getattr(c, "family", "") == "nanotrack"]
@@ -75,6 +75,6 @@ def load_teacher(distill: DistillConfig, student) -> Teacher | None:
     teacher = tracking.create(distill.teacher)
     check_compatible(student.config, teacher.config)
     path = teacher_weights_path(distill)
-    variables, _ = load_tracker_variables(teacher, path)
+    variables = load_path(teacher, path).variables
     weights = DistillWeights(cls=distill.cls_weight, reg=distill.reg_weight, reg_min_prob=distill.reg_min_prob)
     return Teacher(tracker=teacher, variables=variables, weights=weights, source=path)

@@ -19,8 +19,8 @@ What lands in ``workdir``:
   batches the uninterrupted run would have drawn and ends bit for bit where it would have ended;
 * ``metrics.jsonl`` -- one JSON line every ``log_every`` steps: step, loss terms, lr, grad_norm, pairs/s (on
   resume, lines past the restored step are dropped, so the file never has a step twice);
-* ``loss.png`` -- loss curves at the end; ``weights/`` + ``weights.json`` -- the final variables as an orbax
-  directory, loadable with ``jaxtrack.tracking.weights.load_tracker_variables(tracker, "WORKDIR/weights")`` and
+* ``loss.png`` -- loss curves at the end; ``weights/`` -- the final variables as a weights folder (card with the
+  run's configuration), loadable with ``jaxtrack.weights.load_weights(tracker, "WORKDIR/weights")`` and
   ``jaxtrack track/eval --model TRACKER --weights WORKDIR/weights``.
 
 Stopping: Ctrl-C / SIGTERM save a checkpoint of the last finished step (with its data position) before
@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,7 +64,6 @@ __all__ = [
     "train",
     "pair_config",
     "make_data_iterator",
-    "resolve_init_weights",
     "read_metrics",
     "plot_metrics",
     "export_variables",
@@ -225,28 +223,12 @@ def make_data_iterator(config: TrainConfig, tracker, workdir, local_batch: int |
 
 
 # ----------------------------------------------------------------------------------------------- export
-def export_variables(workdir, variables: dict, info: dict) -> Path:
-    """Write ``variables`` to ``workdir/weights`` (orbax; replaces an older export atomically) + ``weights.json``."""
-    from jaxtrack import checkpoint
-    from jaxtrack.fileio import atomic_write_text
+def export_variables(workdir, variables: dict, card: dict) -> Path:
+    """Write ``variables`` with ``card`` (:func:`jaxtrack.weights.new_card`) as the weights folder
+    ``workdir/weights`` (replacing an older export atomically); every process takes part in the orbax write."""
+    from jaxtrack.weights import save_weights
 
-    workdir = Path(workdir).absolute()
-    dst = workdir / WEIGHTS_DIR
-    tmp = workdir / f".{WEIGHTS_DIR}.tmp-{info.get('step', 0)}"
-    if jax.process_index() == 0 and tmp.exists():
-        shutil.rmtree(tmp)
-    checkpoint.save_variables(tmp, host_copy(variables))
-    if jax.process_index() == 0:
-        if dst.exists():
-            old = workdir / f".{WEIGHTS_DIR}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-        atomic_write_text(workdir / f"{WEIGHTS_DIR}.json", json.dumps(info, indent=1) + "\n")
-    return dst
+    return save_weights(Path(workdir) / WEIGHTS_DIR, host_copy(variables), card, overwrite=True)
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -278,52 +260,35 @@ def _train_step_for(tracker, optim, total_steps, mesh, bf16, params, distill=Non
     return _STEP_CACHE[key]
 
 
-def resolve_init_weights(config: TrainConfig, tracker) -> str:
-    """The weights ``config.init_weights`` names: ``bundled`` -> the folder shipped in ``jaxtrack/assets`` for the
-    tracker (``ValueError`` when none ships), ``shared:REL`` -> inside the shared data folder, else as given."""
-    w = config.init_weights
-    if w == "bundled":
-        from jaxtrack.tracking.weights import BUNDLED_CHECKPOINTS, bundled_checkpoint
-
-        path = bundled_checkpoint(tracker.name)
-        if path is None:
-            raise ValueError(f"{config.name}: init_weights='bundled' but no weights of {tracker.name!r} ship with "
-                             f"jaxtrack (bundled: {', '.join(sorted(BUNDLED_CHECKPOINTS)) or 'none'}); "
-                             f"--set init_weights=/path/to/weights")
-        return str(path)
-    from jaxtrack.paths import resolve_data_path
-
-    return str(resolve_data_path(w))
-
-
 def _initial_variables(config: TrainConfig, tracker, key, abstract: bool):
+    """The step-0 variables: ``config.init_weights`` through :func:`jaxtrack.weights.load_weights` (resolved, so
+    checked, on resume too), else random from ``key``; their shapes only when ``abstract``."""
     if config.init_weights:
-        from jaxtrack.tracking.weights import load_tracker_variables
+        from jaxtrack.weights import load_weights
 
-        path = resolve_init_weights(config, tracker)  # resolved (and checked) on resume too
-        if abstract:
-            return jax.eval_shape(tracker.init_variables, key)
-        return load_tracker_variables(tracker, path)[0]
+        loaded = load_weights(tracker, config.init_weights, allow_random=False)
+        return jax.eval_shape(lambda: loaded.variables) if abstract else loaded.variables
     if abstract:
         return jax.eval_shape(tracker.init_variables, key)
     return tracker.init_variables(key)
 
 
 def _init_info(config: TrainConfig, tracker) -> dict:
-    """Where the run started from, for ``weights.json`` (with the card of bundled weights: they may change)."""
+    """Where the run started from, for the weights card (with the card of the starting weights: bundled weights
+    may change between releases)."""
     if not config.init_weights:
         return {}
-    info = {"init_weights": config.init_weights}
-    if config.init_weights == "bundled":
-        path = Path(resolve_init_weights(config, tracker))
-        card = path.with_name(path.name + ".json")
-        if card.is_file():
-            info["init_weights_card"] = json.loads(card.read_text(encoding="utf-8"))
+    from jaxtrack.weights import load_weights
+
+    loaded = load_weights(tracker, config.init_weights, allow_random=False)
+    info = {"init_weights": config.init_weights, "init_weights_source": loaded.source}
+    if loaded.card:
+        info["init_weights_card"] = loaded.card
     return info
 
 
 def _distill_info(config: TrainConfig, tracker) -> dict:
-    """The teacher of a distillation run and where its weights came from, for ``weights.json``."""
+    """The teacher of a distillation run and where its weights came from, for the weights card."""
     teacher = _teacher_for(config.distill, tracker)
     if teacher is None:
         return {}
@@ -403,12 +368,15 @@ def train(
     weights = None
     if out.step >= config.steps:
         if export:
-            info = {"tracker": tracker.name, "tracker_config": _jsonable(dataclasses.asdict(tracker.config)),
-                    "config": config.name, "step": out.step, **_init_info(config, tracker),
-                    **_distill_info(config, tracker),
-                    "load": f"jaxtrack.tracking.weights.load_tracker_variables(create({tracker.name!r}), "
-                            f"{str(workdir / WEIGHTS_DIR)!r})"}
-            weights = export_variables(workdir, out.state.variables, info)
+            from jaxtrack.weights import new_card
+
+            card = new_card("tracker", tracker.name, out.state.variables,
+                            tracker_config=_jsonable(dataclasses.asdict(tracker.config)), config=config.name,
+                            step=out.step, training=_jsonable(config_to_dict(config)), **_init_info(config, tracker),
+                            **_distill_info(config, tracker),
+                            load=f"jaxtrack.weights.load_weights(create({tracker.name!r}), "
+                                 f"{str(workdir / WEIGHTS_DIR)!r})")
+            weights = export_variables(workdir, out.state.variables, card)
         if plot and jax.process_index() == 0:
             d = config.distill
             terms = ("loss", "cls", "ctr", "reg") + tuple(

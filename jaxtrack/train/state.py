@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtrack.train.config import FreezeRule, OptimConfig
+from jaxtrack.train.options import FreezeRule, OptimConfig
 from jaxtrack.train.mesh import batch_sharding, replicated
 
 __all__ = [
@@ -162,7 +162,7 @@ def make_optimizer(optim: OptimConfig, total_steps: int, params=None) -> tuple[o
 
 def check_prefixes(params, optim: OptimConfig) -> None:
     """Every freeze rule (and, with a multiplier, every backbone prefix) must select at least one parameter."""
-    from jaxtrack.train.config import ConfigError
+    from jaxtrack.train.options import ConfigError
 
     paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     wanted = [("optim.freeze", r.prefix) for r in optim.freeze]

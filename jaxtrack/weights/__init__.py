@@ -1,0 +1,166 @@
+"""Weights: where they come from, the one on-disk format, and the one resolver every entry point uses.
+
+>>> from jaxtrack import tracking, weights
+>>> tracker = tracking.create("nanotrack_v2")
+>>> loaded = weights.load_weights(tracker)               # default: shipped, else the shared data's real weights
+>>> loaded = weights.load_weights(tracker, "shared")     # or "bundled", "random", "shared:REL", a folder, a .pth
+>>> loaded.variables, loaded.source, loaded.is_random, loaded.card
+
+Specifications (``--weights`` of the command line, ``init_weights`` of a training recipe, ...):
+
+* ``None`` / ``"default"``: the weights shipped with the package for this tracker (:data:`BUNDLED`), else the
+  real checkpoint in the shared data folder (:data:`SHARED`), else random (``is_random``; refused with
+  ``allow_random=False``);
+* ``"bundled"`` / ``"shared"``: only that source (``ValueError`` naming the tracker when it has none);
+* ``"random"``: initialised from ``seed``;
+* ``"shared:REL"``: a path inside the shared data folder;
+* a path: a weights folder (:mod:`jaxtrack.weights.store`: ``jaxtrack convert``, training, defense training),
+  a bare orbax variables folder, or a PyTorch checkpoint file (``.pth``/``.pt``/``.pkl``) converted in memory.
+
+Writers: :func:`save_weights` (+ :func:`new_card`) and :func:`convert_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from jaxtrack.weights.pytorch import PYTORCH_SUFFIXES, check_fits, compatible_kinds, convert_checkpoint, convert_file
+from jaxtrack.weights.store import (
+    CARD_NAME,
+    FORMAT,
+    VARIABLES_DIR,
+    WeightsFormatError,
+    is_weights_folder,
+    new_card,
+    read_card,
+    save_weights,
+    sidecar_card,
+)
+
+# Weights trained by this project and shipped inside the package, by tracker name (relative to jaxtrack/assets).
+BUNDLED = {
+    "siamfcpp_tiny": "weights/siamfcpp_tiny",
+}
+
+# Real pretrained weights in the shared data folder (never in this repository), by tracker name.
+SHARED = {
+    "nanotrack_v2": "weights/nanotrack/nanotrackv2.pth",
+    "nanotrack_v3": "weights/nanotrack/nanotrackv3.pth",
+    "nanotrack_v2_opencv": "weights/nanotrack/nanotrackv2.pth",
+    "nanotrack_v2_opencv51": "weights/nanotrack/nanotrackv2.pth",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+    """Variables and what they are: ``source`` says where they came from (``bundled:PATH``, ``shared:PATH``,
+    a path, ``random (seed N)``); ``card`` is the weights card when there is one."""
+
+    variables: dict
+    source: str
+    is_random: bool = False
+    card: dict | None = None
+
+
+def bundled_path(tracker_name: str) -> Path | None:
+    """The weights shipped in ``jaxtrack/assets`` for ``tracker_name``, if any."""
+    rel = BUNDLED.get(tracker_name)
+    path = Path(__file__).resolve().parent.parent / "assets" / rel if rel else None
+    return path if path is not None and path.is_dir() else None
+
+
+def shared_path(tracker_name: str) -> Path | None:
+    """The real checkpoint for ``tracker_name`` in the shared data folder, if it is there."""
+    from jaxtrack.paths import shared_data_dir
+
+    rel = SHARED.get(tracker_name)
+    path = shared_data_dir() / rel if rel else None
+    return path if path is not None and path.is_file() else None
+
+
+def default_path(tracker_name: str) -> Path | None:
+    """What ``"default"`` loads for a tracker: shipped, else shared, else None (random)."""
+    return bundled_path(tracker_name) or shared_path(tracker_name)
+
+
+def load_weights(tracker, spec: str | None = None, *, seed: int = 0, allow_random: bool = True) -> LoadedWeights:
+    """Resolve ``spec`` (see the module docstring) for ``tracker`` and load it against the tracker's network."""
+    import jax
+
+    spec = "default" if spec in (None, "") else str(spec)
+    if spec == "random":
+        return LoadedWeights(tracker.init_variables(jax.random.key(seed)), f"random (seed {seed})", True)
+    if spec in ("default", "bundled", "shared"):
+        finders = {"default": default_path, "bundled": bundled_path, "shared": shared_path}
+        path = finders[spec](tracker.name) if _is_named_network(tracker) else None
+        if path is None:
+            if spec == "default" and allow_random:
+                return load_weights(tracker, "random", seed=seed)
+            have = sorted(set(BUNDLED) | set(SHARED)) if spec == "default" else sorted(
+                BUNDLED if spec == "bundled" else SHARED)
+            variant = "" if _is_named_network(tracker) else " with this network (a variant of the named tracker)"
+            raise ValueError(f"no {'' if spec == 'default' else spec + ' '}weights for tracker {tracker.name!r}"
+                             f"{variant} (have: {', '.join(have)}); give a weights folder or a .pth")
+        loaded = load_weights(tracker, str(path))
+        label = "bundled" if bundled_path(tracker.name) == path else "shared"
+        return dataclasses.replace(loaded, source=f"{label}:{path}")
+    from jaxtrack.paths import resolve_data_path
+
+    path = resolve_data_path(spec)
+    return load_path(tracker, path)
+
+
+def _is_named_network(tracker) -> bool:
+    """Whether ``tracker`` has the network of the named tracker it is called after (a variant made with
+    ``tracking.create(name, **overrides)`` may not: the named tracker's weights would not fit it)."""
+    from jaxtrack.tracking import CONFIGS, create
+
+    return tracker.name in CONFIGS and create(tracker.name).model == tracker.model
+
+
+def load_path(tracker, path) -> LoadedWeights:
+    """Load the weights at ``path``: a weights folder, a bare orbax folder or a PyTorch checkpoint file."""
+    from jaxtrack.convert.convert import abstract_variables
+    from jaxtrack.weights.store import load_variables
+
+    path = Path(path)
+    if path.is_file():
+        if path.suffix not in PYTORCH_SUFFIXES:
+            raise ValueError(f"{path} is a file but not a PyTorch checkpoint ({', '.join(PYTORCH_SUFFIXES)}); "
+                             "weights are a folder written by `jaxtrack convert` or a training run, an orbax "
+                             "variables folder, or a PyTorch checkpoint")
+        variables, provenance = convert_file(tracker, path)
+        return LoadedWeights(variables, str(path), card={"what": "tracker", "tracker": tracker.name, **provenance})
+    if not path.is_dir():
+        raise FileNotFoundError(f"weights {path} not found")
+    card = read_card(path) if is_weights_folder(path) else sidecar_card(path)
+    if card is not None and is_weights_folder(path):
+        if card["what"] != "tracker":
+            raise ValueError(f"{path} holds {card['what']} weights (for tracker {card['tracker']!r}), not a tracker's")
+        if card.get("kind"):  # a converted checkpoint: name the kinds that would fit (else the shapes decide)
+            check_fits(card, tracker, path)
+    return LoadedWeights(load_variables(path, abstract_variables(tracker)), str(path), card=card)
+
+
+__all__ = [
+    "BUNDLED",
+    "CARD_NAME",
+    "FORMAT",
+    "LoadedWeights",
+    "PYTORCH_SUFFIXES",
+    "SHARED",
+    "VARIABLES_DIR",
+    "WeightsFormatError",
+    "bundled_path",
+    "compatible_kinds",
+    "convert_checkpoint",
+    "default_path",
+    "is_weights_folder",
+    "load_path",
+    "load_weights",
+    "new_card",
+    "read_card",
+    "save_weights",
+    "shared_path",
+]
