@@ -5,23 +5,7 @@ Why. JAX differentiates a convolution with two more convolutions: w.r.t. the inp
 (``01oi``-style) layout; w.r.t. the kernel, with the batch and feature axes of input and output cotangent exchanged.
 XLA:CPU constant-folds those layouts when the kernel is a constant (a gradient jitted on its own), but inside a loop
 -- every PGD / BIM step, template refinement and training step, where the parameters are loop-carried values -- it
-runs them as they are. Measured on the 2-core CPU (jaxlib 0.10.2, one conv's forward + gradient per step of a
-10-step ``fori_loop``, ms per step, JAX's rule -> this module; the machine was shared, so ±30%):
-
-====================================  ==============  ===============
-shape: input side, kernel, in-out      input gradient  kernel gradient
-====================================  ==============  ===============
-AlexNet conv1: 287, 11x11/2, 3-96       223 -> 93       1802 -> 182
-AlexNet conv2: 69, 5x5, 96-256          757 -> 237      8773 -> 256
-AlexNet conv4: 30, 3x3, 384-384         413 -> 104      2950 -> 88
-head: 26, 3x3, 256-256                  113 -> 39        996 -> 35
-head: 24, 1x1, 256-256                  7.2 -> 2.7       102 -> 3.1
-R50 conv1: 255, 7x7/2, 3-64              81 -> 43        482 -> 86
-R50 layer3: 31, 3x3 dilation 2, 256     193 -> 44       1618 -> 76
-R50 layer2: 63, 3x3/2, 256-512          403 -> 191      9220 -> 250
-R50: 31, 1x1, 1024-256                   50 -> 45       4632 -> 71
-U-Net: 64, 3x3, 32-32                   146 -> 4.8       256 -> 52
-====================================  ==============  ===============
+runs them as they are, several times slower than a standard convolution (figures: ``docs/conv_gradients.md``).
 
 What. :func:`conv2d_nhwc` computes ``lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
 dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)`` by kind of kernel:
@@ -31,21 +15,16 @@ dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)`` by kin
   explicitly (the flipped, channel-swapped kernel; the transposed input and cotangent);
 * depthwise (one input channel per output channel, at most :data:`SHIFT_ADD_MAX_TAPS` taps): kh·kw shifted
   multiply-adds (:func:`depthwise_shift_add`) with a shift-add VJP. XLA:CPU runs grouped convolutions through a slow
-  generic path (NanoTrack's 5x5 depthwise layer on 16x16x240: 32 ms as a grouped convolution, 0.3-0.6 ms as
-  shift-adds), and autodiff of the shift-adds transposes every strided slice into a padded full-size tensor. Input
-  gradient in a loop, JAX's grouped rule / autodiff of the shift-adds / this VJP: 5x5 on 16x16x240 49 / 3.7 / 1.6 ms,
-  3x3/2 on 64x64x72 36 / 20 / 2.0 ms, 3x3 on 16x16x96 9.8 / 1.4 / 0.4 ms, 5x5/2 on 32x32x96 13 / 3.9 / 1.0 ms;
-  kernel gradient (autodiff of the shift-adds / this VJP): 3.7 / 2.0, 3.1 / 2.1, 0.28 / 0.25, 1.6 / 1.4 ms;
+  generic path, and autodiff of the shift-adds transposes every strided slice into a padded full-size tensor;
 * any other grouping, and depthwise kernels above the tap limit (none in our networks at their crop sizes):
   ``lax.conv_general_dilated`` with JAX's own gradient. The grouped form of the explicit-layout input gradient was
-  slower than JAX's rule there (in a loop, 64x64x72 depthwise 3x3/2: 152 vs 38 ms; 16x16x240 5x5: 61 vs 41 ms).
+  slower than JAX's rule there.
 
 Users: ``layers.conv2d`` (every convolution of the AlexNet variants, the atrous ResNet-50, the necks and the SiamRPN
 / SiamFC++ heads), ``layers.xcorr_depthwise`` (the depthwise cross-correlation of every head), the U-Net's
 convolutions (not its optional transposed one), NanoTrack's depthwise layers and the gradient of its stem (whose
 forward stays 27 broadcast multiply-adds). NanoTrack's 1x1 convolutions stay matrix products (``PointwiseConv2d``):
-their gradients are matrix products, with no layout to fix (NanoTrack v2's search gradient costs 13 ms per step of a
-10-step ``fori_loop``, 17 ms jitted alone).
+their gradients are matrix products, with no layout to fix.
 
 :func:`conv_general_dilated` has ``lax.conv_general_dilated``'s signature, for ``nn.Conv(...,
 conv_general_dilated=conv_general_dilated)`` (parameter trees unchanged). Values and gradients are checked against

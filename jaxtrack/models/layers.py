@@ -125,9 +125,9 @@ def xcorr_depthwise(search: jax.Array, kernel: jax.Array) -> jax.Array:
     if kernel.shape[0] not in (1, search.shape[0]):
         raise ValueError(f"batch mismatch: search {search.shape} vs kernel {kernel.shape}")
     if kernel.shape[1] * kernel.shape[2] <= SHIFT_ADD_MAX_TAPS:
-        # h·w shifted multiply-adds (XLA fuses them into one loop): on a 2-core CPU ~40x faster than the grouped
-        # convolution for tracker-sized kernels (4x4 / 5x5 over 26-31 px maps, 256 channels), batched or not, with
-        # the same result to float32 rounding; gradients are shift-adds too (jaxtrack.models.conv)
+        # h·w shifted multiply-adds (XLA fuses them into one loop): far faster on XLA:CPU than the grouped
+        # convolution for tracker-sized kernels, with the same result to float32 rounding; gradients are shift-adds
+        # too (jaxtrack.models.conv; figures in docs/conv_gradients.md)
         return depthwise_shift_add(search, kernel)
     if kernel.shape[0] == search.shape[0]:
         return jax.vmap(_xcorr_single)(search, kernel)

@@ -146,9 +146,9 @@ class DepthwiseConv2d(nn.Module):
     (``kernel`` [k, k, 1, C], optional ``bias`` [C]), computed by :func:`jaxtrack.models.conv.conv2d_nhwc` as k*k
     shifted multiply-adds.
 
-    XLA:CPU runs grouped (depthwise) convolutions through a slow generic path: on a 2-core CPU the shift-add form
-    is 20-40x faster for every depthwise layer of NanoTrack (e.g. 5x5 over 16x16x240: 5.8 ms -> 0.16 ms), with the
-    same result to float32 rounding; its gradients are shift-adds too. Zero padding as torch.
+    XLA:CPU runs grouped (depthwise) convolutions through a slow generic path; the shift-add form is much faster for
+    every depthwise layer of NanoTrack (``docs/conv_gradients.md``), with the same result to float32 rounding; its
+    gradients are shift-adds too. Zero padding as torch.
     """
 
     features: int
@@ -171,8 +171,7 @@ class DepthwiseConv2d(nn.Module):
 
 class PointwiseConv2d(nn.Module):
     """``torch.nn.Conv2d(Cin, Cout, 1)`` as a matrix product over channels (``kernel`` [1, 1, Cin, Cout] like
-    ``nn.Conv``; optional ``bias``). On XLA:CPU, with :class:`_StemConv`, this takes the v2 search branch + head
-    from 3.98 to 3.32 ms (interleaved medians, 2-core CPU) compared with ``nn.Conv``."""
+    ``nn.Conv``; optional ``bias``): faster than ``nn.Conv`` on XLA:CPU, and its gradients are matrix products."""
 
     features: int
     use_bias: bool = True
@@ -188,7 +187,7 @@ class PointwiseConv2d(nn.Module):
 
 class _StemConv(nn.Module):
     """``features.0.0``: ``Conv2d(3, C, 3, stride 2, padding 1, bias=False)`` as 27 broadcast multiply-adds
-    (a dense convolution with 3 input channels is slow on XLA:CPU: 0.69 -> 0.43 ms at 255x255)."""
+    (a dense convolution with 3 input channels is slow on XLA:CPU)."""
 
     features: int
 
@@ -202,9 +201,8 @@ class _StemConv(nn.Module):
 @jax.custom_vjp
 def _stem_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Forward: 27 broadcast multiply-adds (fast on XLA:CPU). Backward: the VJP of the same convolution written
-    as :func:`jaxtrack.models.conv.conv2d_nhwc` (3x3, stride 2, zero padding 1) — the transposed shift-adds (27
-    strided scatters of full-size tensors) cost 50 ms at 255x255 on a 2-core CPU, the convolution's transpose
-    1.7 ms (``benchmarks/attack_speed.py``)."""
+    as :func:`jaxtrack.models.conv.conv2d_nhwc` (3x3, stride 2, zero padding 1): the transposed shift-adds would be
+    27 strided scatters of full-size tensors, many times slower than the convolution's transpose."""
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     oh, ow = (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
     out = None

@@ -284,16 +284,14 @@ def siamfcpp_tiny_real_distill() -> TrainConfig:
     Both trackers crop template 127 / search 255 at the template's scale with context 0.5 and centre the crop on
     pixel 127, and both take raw BGR 0..255, so the teacher sees exactly the student's crops (no re-crop). Its
     16x16 points (stride 16, at -1, 15, ..., 239 crop pixels) are resampled bilinearly onto the student's 11x11
-    cells (stride 8, 87..167; teacher grid positions 5.5..10.5). Checked on real training pairs: the teacher's
-    best box lands on the ground truth (median centre error 1.5 / 0.8 px in x / y, median IoU 0.77 over 96
-    positive pairs), so the two grids line up.
+    cells (stride 8, 87..167; teacher grid positions 5.5..10.5); on real training pairs the teacher's best box lands
+    on the ground truth, so the two grids line up.
 
-    Weights: ``distill.cls_weight`` 1.0 -- the KL term (mean over cells) measured 0.28-0.39 on real pairs for the
-    shipped synthetic-trained student, the size of the focal term (0.36-0.37), so the teacher is as loud as the
-    labels. ``distill.reg_weight`` 0: the teacher's boxes on the ground-truth positive cells have IoU 0.61 with the
-    ground truth (0.67 where its probability is >= 0.5, 0.72 where >= 0.9), while ``siamfcpp_tiny_real`` already
-    reaches 0.71-0.74 there by step 1,000, so pulling the boxes towards the teacher's would teach worse boxes than
-    the labels (``--set distill.reg_weight=1`` to try it; ``distill.reg_min_prob`` 0.5).
+    Weights: ``distill.cls_weight`` 1.0 -- on real pairs the KL term (mean over cells) is of the size of the focal
+    term, so the teacher is as loud as the labels. ``distill.reg_weight`` 0: on the ground-truth positive cells the
+    teacher's boxes overlap the ground truth less than the student's own boxes do after a short real-video run, so
+    pulling the boxes towards the teacher's would teach worse boxes than the labels (``--set distill.reg_weight=1``
+    to try it; ``distill.reg_min_prob`` 0.5). The figures behind both choices: ``docs/distillation.md``.
 
     Measure the gain beside ``siamfcpp_tiny_real`` (same seed, same batches): held-out success AUC of both
     exports. Metrics add ``distill_cls``, ``distill_reg`` (unweighted), ``teacher_prob`` (mean of the teacher's
