@@ -98,13 +98,7 @@ class Cell:
         return OnlineAttack(cfg, loss=self.loss, target="search")
 
     def tracker(self, base):
-        defense = None
-        if self.condition not in ("clean", "attacked"):
-            spec, where, transfer = self.defense, self.where, self.defense.startswith("bundled:")
-
-            def defense(t):
-                return defended_from_checkpoint(t, spec, where, allow_transfer=transfer)
-
+        defense = None if self.condition in ("clean", "attacked") else robust.Defense(self.defense, self.where)
         return robust.wrap(base, defense=defense, attack=self.online(), adaptive=self.condition == "adaptive")
 
     def attack_text(self) -> str:

@@ -85,13 +85,7 @@ def _robust_tracker(tracker, args):
         config = attack_config(args.attack, args.eps, args.steps, args.step_size, restarts=args.restarts)
         attack = OnlineAttack(config, loss=args.loss, target=args.target, warm_start=args.warm_start,
                               seed=args.attack_seed)
-    defense = None
-    if args.defense:
-        from jaxtrack.defense import defended_from_checkpoint
-
-        def defense(t):
-            return defended_from_checkpoint(t, args.defense, args.defense_where, args.defense_transfer)
-
+    defense = robust.Defense(args.defense, args.defense_where, args.defense_transfer) if args.defense else None
     return robust.wrap(tracker, defense=defense, refine=refine, attack=attack, adaptive=args.adaptive)
 
 

@@ -26,7 +26,6 @@ from jaxtrack import robust
 from jaxtrack.attacks import OnlineAttack, attack_config
 from jaxtrack.data.sequence import load_otb_folder, write_boxes
 from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
-from jaxtrack.defense import defended_from_checkpoint
 from jaxtrack.defense.checkpoint import bundled_defense
 from jaxtrack.eval import metrics
 from jaxtrack.tracking import create
@@ -55,7 +54,7 @@ class DemoConfig:
             attack = OnlineAttack(attack_config(self.attack, self.attack_eps, self.attack_steps), loss=self.attack_loss)
             out.append((f"attacked: {attack.describe()}", robust.wrap(tracker, attack=attack)))
             if self.defend and bundled_defense(tracker.name) is not None:
-                defended = robust.wrap(tracker, attack=attack, defense=lambda t: defended_from_checkpoint(t, "bundled"))
+                defended = robust.wrap(tracker, attack=attack, defense=robust.Defense("bundled"))
                 out.append(("defended (shipped U-Net), same attack", defended))
             refined = robust.wrap(tracker, refine=robust.Refinement(self.refine_steps))
             out.append((f"template refined ({self.refine_steps} steps)", refined))

@@ -155,7 +155,7 @@ def test_refined_tracker_uses_the_refined_template_and_runs_vmapped(nano, crossi
     frames, gt = crossing
     steps = 3
     t = attacks.refined(tracker, steps=steps)
-    assert t is attacks.refined(tracker, steps=steps)  # cached: compiled functions are shared
+    assert t == attacks.refined(tracker, steps=steps)  # equal settings, equal trackers: compiled functions shared
     state = t.init(variables, frames[0], gt[0])
     z = attacks.refine_template(tracker, variables, frames[0], gt[0], steps)
     np.testing.assert_allclose(np.asarray(state.template), np.asarray(tracker.embed_template(variables, z)),
@@ -183,7 +183,7 @@ def test_robust_wrap_stacks_refinement_under_the_attack(nano):
     # a non-adaptive attack on a defended stack takes its gradients from the undefended one
     marker = attacks.refined(tracker, steps=5)  # any wrapper stands in for a defense here
     t2 = robust.wrap(tracker, defense=lambda b: attacks.refined(b, steps=5), attack=attack, adaptive=False)
-    assert t2.base is marker and t2.surrogate is tracker
+    assert t2.base == marker and t2.surrogate is tracker
     assert robust.wrap(tracker) is tracker
 
 

@@ -174,3 +174,37 @@ def test_overflowing_network_gives_finite_boxes_and_a_warning(tracker_and_vars):
         tracker.track_batch(broken, np.stack([frames, frames]), np.stack([box0, box0]), [4, 2])
     with pytest.warns(tracking.NonFiniteScoreWarning):
         tracker.track_chunks(broken, iter([frames]), box0, chunk_size=4)
+
+
+def test_equal_trackers_are_equal_data_and_share_compiled_programs():
+    """Trackers and their wrappers are plain values: built twice with the same settings they are equal, hash alike
+    and run the program compiled for the first (JAX's jit cache holds one entry for both); another setting is
+    another tracker and another program. A defended tracker holds U-Net arrays and stays one object."""
+    from jaxtrack import attacks
+    from jaxtrack.tracking import base
+
+    # hyper-parameters no other test uses, so that no earlier test compiled these programs
+    a, b = (tracking.create("siamrpn_alex", **SMALL["siamrpn_alex"], penalty_k=0.0371) for _ in range(2))
+    assert a is not b and a == b and hash(a) == hash(b)
+    other = tracking.create("siamrpn_alex", **SMALL["siamrpn_alex"], penalty_k=0.0372)
+    assert other != a
+    config = attacks.attack_config("bim", eps=2.0, steps=1)
+    assert attacks.attacked(a, config, target="search") == attacks.attacked(b, config, target="search")
+    assert attacks.attacked(a, config, target="search") != attacks.attacked(a, config, target="template")
+    assert attacks.refined(a, steps=2) == attacks.refined(b, steps=2) != attacks.refined(a, steps=3)
+
+    variables = a.init_variables(jax.random.key(1))
+    frames, box0 = _frames(2), np.array([30, 40, 30, 30], np.float32)
+    state = a.init(variables, frames[0], box0)
+    before = base._jitted_step._cache_size()
+    a.step(variables, state, frames[1])
+    assert base._jitted_step._cache_size() == before + 1
+    b.step(variables, state, frames[1])  # equal tracker: no new program
+    assert base._jitted_step._cache_size() == before + 1
+    other.step(variables, state, frames[1])
+    assert base._jitted_step._cache_size() == before + 2
+
+    from jaxtrack.defense import defended
+
+    unet_variables = {"params": {"w": np.zeros(1, np.float32)}}  # never run: only identity is checked
+    assert defended(a, unet_variables) != defended(a, unet_variables)

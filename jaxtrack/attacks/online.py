@@ -29,7 +29,6 @@ deterministic and equal whether a sequence is tracked whole, in chunks or in a b
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -159,7 +158,7 @@ def _dense(tracker, variables, template, x):
     return scores[0], boxes[0]
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class AttackedTracker(TrackerWrapper):
     """``base`` tracking under an online attack (see the module docstring). Build with :func:`attacked`."""
 
@@ -228,15 +227,10 @@ class AttackedTracker(TrackerWrapper):
         return new_state, base.center_size_to_box(center, size), score
 
 
-@functools.lru_cache(maxsize=64)
-def _attacked(base, attack, surrogate):
-    return AttackedTracker.around(base, attack=attack, surrogate=surrogate)
-
-
 def attacked(tracker: Tracker, attack: OnlineAttack | AttackConfig, surrogate: Tracker | None = None,
              **attack_fields) -> AttackedTracker:
     """``tracker`` under the online ``attack`` (an :class:`OnlineAttack`, or an :class:`AttackConfig` plus
-    :class:`OnlineAttack` fields as keywords). Equal arguments return the same object (compiled code is shared).
+    :class:`OnlineAttack` fields as keywords). Equal arguments give equal trackers (compiled code is shared).
 
     >>> t = attacked(tracking.create("nanotrack_v2"), attack_config("pgd", eps=8, steps=10), loss="dua")
     >>> boxes, scores = t.track_sequence(variables, frames, box0)
@@ -245,4 +239,4 @@ def attacked(tracker: Tracker, attack: OnlineAttack | AttackConfig, surrogate: T
         attack = OnlineAttack(config=attack, **attack_fields)
     elif attack_fields:
         attack = dataclasses.replace(attack, **attack_fields)
-    return _attacked(tracker, attack, surrogate)
+    return AttackedTracker.around(tracker, attack=attack, surrogate=surrogate)

@@ -28,7 +28,6 @@ so an adaptive attacker can differentiate the refined template with respect to t
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -202,7 +201,7 @@ def refined_init(
     return _state_with_template_jit(tracker, variables, frame, box, z)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class RefinedTracker(TrackerWrapper):
     """A tracker whose template is refined at every initialisation (first frame, and VOT re-initialisations):
     ``init_with_crop`` refines the template crop against the frame's search crop around the given box, then
@@ -228,16 +227,11 @@ class RefinedTracker(TrackerWrapper):
         return self.base.init_with_crop(variables, frame, center, size, channel_avg, z)
 
 
-@functools.lru_cache(maxsize=64)
-def _refined(base, steps, alpha, eps, loss):
-    return RefinedTracker.around(base, steps=steps, alpha=alpha, eps=eps, loss=loss)
-
-
 def refined(tracker, steps: int = MTP_STEPS["otb"], alpha: float = MTP_ALPHA, eps: float | None = None,
             loss: str = "family") -> RefinedTracker:
     """``tracker`` with MTP template refinement at initialisation (``steps`` BIM descent steps of ``alpha`` pixels,
-    optionally inside an L∞ ``eps``-ball, on ``loss``: :data:`REFINE_LOSSES`). Equal arguments return the same
-    object (compiled functions shared)."""
+    optionally inside an L∞ ``eps``-ball, on ``loss``: :data:`REFINE_LOSSES`). Equal arguments give equal
+    trackers (compiled functions shared)."""
     steps, alpha, eps = _static(steps, alpha, eps)
     _check_loss(loss)
-    return _refined(tracker, steps, alpha, eps, loss)
+    return RefinedTracker.around(tracker, steps=steps, alpha=alpha, eps=eps, loss=loss)

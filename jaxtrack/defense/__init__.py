@@ -107,6 +107,11 @@ class DefendedTracker(TrackerWrapper):
     where: str = "both"
     label: str = ""  # tells U-Nets apart in the name (results folders): e.g. "from-siamfcpp_tiny" for transfer
 
+    # The U-Net arrays are fields, so a defended tracker is one object (compared and hashed by identity): equal
+    # settings with other U-Net weights must never share a compiled program.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     def __post_init__(self):
         if not isinstance(self.base, Tracker):
             raise TypeError(f"DefendedTracker.base must be a Tracker, got {type(self.base).__name__}")

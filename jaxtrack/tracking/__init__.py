@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import functools
 
 from jaxtrack.tracking.base import (
     NonFiniteScoreWarning,
@@ -33,18 +32,13 @@ def build_model(config):
 def create(name: str, **overrides) -> Tracker:
     """The tracker ``name`` (see ``CONFIGS``) with its published hyper-parameters, optionally overridden.
 
-    Trackers are immutable, so equal configurations share one object (and its compiled functions).
+    Trackers compare by value, so equal configurations share their compiled functions.
     """
-    return _create(get_config(name, **overrides))
+    return from_config(get_config(name, **overrides))
 
 
 def from_config(config) -> Tracker:
     """The tracker of a configuration object of any registered family (e.g. one not in ``CONFIGS``)."""
-    return _create(config)
-
-
-@functools.lru_cache(maxsize=32)
-def _create(config) -> Tracker:
     family = family_of(config)
     return family.tracker_class(config)(config=config, model=family.build_model(config))
 

@@ -107,9 +107,14 @@ def check_init_box(box, frame_hw: tuple[int, int], what: str = "initial box") ->
     return b
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class Tracker:
-    """Static configuration + Flax module + pure functions. Subclasses define one tracker family."""
+    """Static configuration + Flax module + pure functions. Subclasses define one tracker family.
+
+    Trackers are plain immutable data that compare and hash by value (configuration, module, and for wrappers
+    their settings): the jitted entry points take the tracker as a static argument, so equal trackers share
+    their compiled programs however many times they are built.
+    """
 
     config: Any
     model: Any  # flax.linen.Module with methods ``template`` and ``track``
@@ -224,13 +229,13 @@ class Tracker:
         return new_state, self.center_size_to_box(center, size), score
 
     # ------------------------------------------------------------------ jitted public API
-    @functools.cached_property
+    @property
     def _init_jit(self):
-        return jax.jit(self.init_pure)
+        return functools.partial(_jitted_init, self)
 
-    @functools.cached_property
+    @property
     def _step_jit(self):
-        return jax.jit(self.step_pure)
+        return functools.partial(_jitted_step, self)
 
     def init(self, variables, frame, box) -> TrackState:
         """State after initialising on ``frame`` with ``box`` [x, y, w, h] (jitted)."""
@@ -272,13 +277,13 @@ class Tracker:
         scores = jnp.concatenate([jnp.ones((1,), scores.dtype), scores], axis=0)
         return boxes, scores
 
-    @functools.cached_property
+    @property
     def _sequence_jit(self):
-        return jax.jit(self._sequence_pure)
+        return functools.partial(_jitted_sequence, self)
 
-    @functools.cached_property
+    @property
     def _batch_jit(self):
-        return jax.jit(jax.vmap(self._sequence_pure, in_axes=(None, 0, 0, 0)))
+        return functools.partial(_jitted_batch, self)
 
     def track_sequence(self, variables, frames, box0):
         """Boxes [T,4] and scores [T] for frames [T,H,W,3]; frame 0 is initialised with ``box0`` and its
@@ -313,11 +318,11 @@ class Tracker:
         The returned executable takes ``(variables, frames, boxes0 float32, lengths)`` and does no input checks.
         """
         args = (variables, jnp.asarray(frames), jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
-        return self._batch_jit.lower(*args).compile()
+        return _jitted_batch.lower(self, *args).compile()
 
-    @functools.cached_property
+    @property
     def _chunk_jit(self):
-        return jax.jit(self.scan_frames)
+        return functools.partial(_jitted_scan, self)
 
     def track_chunks(
         self,
@@ -370,6 +375,33 @@ class Tracker:
         scores = np.concatenate(scores_out)
         warn_if_scores_not_finite(self.name, scores)
         return np.concatenate(boxes_out), scores
+
+
+# The jitted entry points, one per composed function, with the tracker static: compiled programs are shared by
+# equal trackers (see Tracker) and kept by JAX's own cache.
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_init(tracker: Tracker, variables, frame, box):
+    return tracker.init_pure(variables, frame, box)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_step(tracker: Tracker, variables, state, frame):
+    return tracker.step_pure(variables, state, frame)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_sequence(tracker: Tracker, variables, frames, box0, length):
+    return tracker._sequence_pure(variables, frames, box0, length)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_batch(tracker: Tracker, variables, frames, boxes0, lengths):
+    return jax.vmap(tracker._sequence_pure, in_axes=(None, 0, 0, 0))(variables, frames, boxes0, lengths)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_scan(tracker: Tracker, variables, state, frames, valid):
+    return tracker.scan_frames(variables, state, frames, valid)
 
 
 def _iter_nonempty(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

@@ -26,7 +26,7 @@ def _context_size(size: jax.Array, context_amount: float) -> jax.Array:
     return jnp.sqrt((size[0] + ctx) * (size[1] + ctx))
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class PysotTracker(Tracker):
     """pysot's tracker loop (``SiamRPNTracker.track``), shared by SiamRPN(++) and NanoTrack: pad + resize crops,
     penalty / Hanning window / size smoothing on the family's ``dense_predictions_single``.
@@ -70,7 +70,7 @@ class PysotTracker(Tracker):
         return new_center, new_size, best_score
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class SiamRPNTracker(PysotTracker):
     """pysot ``SiamRPNTracker`` (SiamRPN++ ResNet-50, SiamRPN AlexNet): anchor-based decoding."""
 
@@ -89,7 +89,7 @@ class SiamRPNTracker(PysotTracker):
         return pp.siamrpn_decode(raw["cls"], raw["loc"], self.anchors)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class SiamFCppTracker(Tracker):
     """video_analyst ``SiamFCppTracker``. Centre convention (w − 1)/2 both ways (``xywh2cxywh``)."""
 

@@ -114,7 +114,7 @@ def nanotrack_decode(cls, loc, points) -> tuple[jax.Array, jax.Array]:
     return score, boxes
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class NanoTrackTracker(PysotTracker):
     """NanoTrack v2 / v3 tracker (``nano_tracker.py``); model :class:`jaxtrack.models.NanoTrack`."""
 
@@ -209,7 +209,7 @@ def crop_opencv_nano(frame, center, side, out_size: int) -> jax.Array:
     return jnp.clip((v + 2) >> 2, 0, 255).astype(jnp.float32)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class OpenCVNanoTrackTracker(NanoTrackTracker):
     """OpenCV's ``cv2.TrackerNano`` (``tracker_nano.cpp``) around the same network, for measurements only.
 

@@ -24,7 +24,7 @@ from typing import Any
 from jaxtrack.tracking.base import Tracker
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class TrackerWrapper(Tracker):
     """Delegates every piece to ``base``; subclasses override what they change.
 
