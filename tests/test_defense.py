@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxtrack import attacks, defense, tracking
+from jaxtrack import attacks, defense, tracking, weights
 from jaxtrack.defense import DefendedTracker, apply_defense, defended
 from jaxtrack.models.unet import DefenseUNet, pad_amounts, pad_to_multiple, unet_hparams
 
@@ -267,8 +267,8 @@ def test_defended_nanotrack_keeps_the_interface(nano, crossing):
     d = _defended_noisy(tracker, TINY)
     _check_pieces(d, tracker, variables, frames, box0)
     state = jax.eval_shape(d.init_pure, variables, frames[0], box0)
-    d._init_jit.lower(variables, frames[0], box0)  # traced and lowered under jit (compiled in the SiamFC++ test)
-    d._step_jit.lower(variables, state, frames[1])
+    jax.jit(d.init_pure).lower(variables, frames[0], box0)  # traced and lowered under jit (compiled in the SiamFC++ test)
+    jax.jit(d.step_pure).lower(variables, state, frames[1])
     boxes, _ = _check_batch(d, variables, frames, box0)
     undefended, _ = tracker.track_sequence(variables, frames, box0)  # compiled once for the module
     assert np.abs(boxes - np.asarray(undefended)).max() > 1e-2  # the defense is in the path
@@ -476,6 +476,9 @@ def test_defense_checkpoint_round_trip(tmp_path):
     card = json.loads((path / "card.json").read_text())
     assert card["unet"] == unet_hparams(unet) and card["tracker"] == "nanotrack_v2" and card["where"] == "both"
     assert card["info"] == {"loss": "dua", "eps": 8} and card["num_parameters"] > 0
+    # the package's one weights format, read by the weights layer too
+    assert (card["format"], card["what"]) == ("jaxtrack-weights", "defense")
+    assert weights.read_card(path)["what"] == "defense"
     loaded_unet, loaded, card2 = defense.load_defense(path)
     assert loaded_unet == unet and card2 == card
     for a, b in zip(jax.tree_util.tree_leaves(uv), jax.tree_util.tree_leaves(loaded)):
@@ -497,6 +500,27 @@ def test_defense_checkpoint_round_trip(tmp_path):
     with pytest.raises(FileExistsError, match="not a defense checkpoint folder"):
         defense.save_defense(tmp_path / "other", uv, meta, overwrite=True)
     assert (tmp_path / "other" / "x.txt").read_text() == "keep me"
+
+
+def test_defense_folders_of_earlier_releases_still_load(tmp_path):
+    """A defense folder with the defense's own card of earlier releases (format "jaxtrack-defense", a "kind"
+    string, no "what") loads with the same U-Net and variables; a card of a tracker's weights is refused."""
+    tracker = tracking.create("nanotrack_v2")
+    unet = DefenseUNet(depth=2, width=4, groups=2)
+    uv = _noisy_unet(unet)
+    path = defense.save_defense(tmp_path / "def", uv, defense.defense_meta(unet, tracker, "search"))
+    card = json.loads((path / "card.json").read_text())
+    legacy = {"format": "jaxtrack-defense", "format_version": 1, "kind": "DuaLossDef U-Net pre-processor",
+              **{k: card[k] for k in ("unet", "family", "tracker", "where", "crop_sizes", "info", "num_parameters")}}
+    (path / "card.json").write_text(json.dumps(legacy))
+    loaded_unet, loaded, _ = defense.load_defense(path)
+    assert loaded_unet == unet
+    for a, b in zip(jax.tree_util.tree_leaves(uv), jax.tree_util.tree_leaves(loaded)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert defense.defended_from_checkpoint(tracker, path).where == "search"
+    (path / "card.json").write_text(json.dumps({**card, "what": "tracker"}))
+    with pytest.raises(ValueError, match="not a defense card"):
+        defense.load_defense(path)
 
 
 def test_defense_checkpoint_mismatches_are_refused(tmp_path):

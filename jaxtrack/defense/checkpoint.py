@@ -1,10 +1,14 @@
-"""Checkpoints of trained DuaLossDef U-Nets: a folder with the variables (orbax) and a ``card.json``.
+"""Checkpoints of trained DuaLossDef U-Nets: a weights folder (:mod:`jaxtrack.weights.store`, the one on-disk
+format of the package) whose card says ``"what": "defense"``.
 
-Layout (written atomically: the folder is built beside its destination and renamed into place)::
+Layout (written atomically by :func:`jaxtrack.weights.save_weights`)::
 
     <path>/variables/   orbax checkpoint of the U-Net variables ({"params": ...}), jaxtrack.checkpoint
-    <path>/card.json    {"format": "jaxtrack-defense", "unet": {depth, width, ...}, "family", "tracker",
-                         "where", "crop_sizes": {"template": 127, "search": 255}, "num_parameters", "info", ...}
+    <path>/card.json    {"format": "jaxtrack-weights", "what": "defense", "unet": {depth, width, ...}, "family",
+                         "tracker", "where", "crop_sizes": {"template": 127, "search": 255}, "num_parameters",
+                         "info", ...}
+
+Folders written before (card format ``"jaxtrack-defense"``, same layout) still load.
 
 The card says what the defense was trained with: the U-Net hyper-parameters (the parameter tree is checked
 against them on load), the tracker family and tracker, the branch(es) it defends and the crop sizes of those
@@ -19,7 +23,6 @@ another; the U-Net itself takes any crop size).
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -33,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtrack import checkpoint
-from jaxtrack.fileio import atomic_directory, atomic_write_text
+from jaxtrack.weights import store as weights_store
+from jaxtrack.weights.store import CARD_NAME, VARIABLES_DIR
 from jaxtrack.models.unet import DefenseUNet, unet_hparams
 
 __all__ = [
@@ -53,10 +57,9 @@ __all__ = [
     "transfer_mismatches",
 ]
 
-CARD_NAME = "card.json"
-VARIABLES_DIR = "variables"
-CARD_FORMAT = "jaxtrack-defense"
-CARD_FORMAT_VERSION = 1
+CARD_FORMAT = weights_store.FORMAT
+CARD_FORMAT_VERSION = weights_store.FORMAT_VERSION
+LEGACY_CARD_FORMAT = "jaxtrack-defense"  # the defense's own card format of earlier releases (same folder layout)
 _BRANCHES = ("template", "search")
 
 #: Defenses trained by this project and shipped inside the package (``jaxtrack/assets/defenses``), by the name of
@@ -164,9 +167,14 @@ def _check_meta(meta: Mapping) -> dict:
     return out
 
 
+def _is_defense_card(card) -> bool:
+    return isinstance(card, dict) and (card.get("format") == LEGACY_CARD_FORMAT or (
+        card.get("format") == CARD_FORMAT and card.get("what") == "defense"))
+
+
 def _is_defense_folder(path: Path) -> bool:
     try:
-        return json.loads((path / CARD_NAME).read_text()).get("format") == CARD_FORMAT
+        return _is_defense_card(json.loads((path / CARD_NAME).read_text()))
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -177,8 +185,6 @@ def save_defense(path: str | os.PathLike, unet_variables, meta: Mapping, *, over
     The variables must match the U-Net hyper-parameters in ``meta["unet"]`` (checked before anything is written).
     An existing ``path`` is replaced only with ``overwrite=True`` and only if it is a defense folder or empty.
     """
-    import jaxtrack
-
     path = Path(path).absolute()
     meta = _check_meta(meta)
     variables = flax.core.unfreeze(unet_variables)
@@ -191,20 +197,11 @@ def save_defense(path: str | os.PathLike, unet_variables, meta: Mapping, *, over
             raise FileExistsError(f"{path} already exists (pass overwrite=True to replace it)")
         if not path.is_dir() or not (_is_defense_folder(path) or not any(path.iterdir())):
             raise FileExistsError(f"{path} exists and is not a defense checkpoint folder; refusing to replace it")
-    card = {
-        "format": CARD_FORMAT,
-        "format_version": CARD_FORMAT_VERSION,
-        "kind": "DuaLossDef U-Net pre-processor (jaxtrack.models.unet.DefenseUNet)",
-        **meta,
-        "num_parameters": int(sum(np.size(v) for v in jax.tree_util.tree_leaves(variables))),
-        "jaxtrack_version": jaxtrack.__version__,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-    text = json.dumps(card, indent=2) + "\n"  # fails (TypeError) on non-JSON meta before anything is written
-    with atomic_directory(path) as tmp:
-        checkpoint.save_variables(tmp / VARIABLES_DIR, variables)
-        atomic_write_text(tmp / CARD_NAME, text)
-    return path
+    card = weights_store.new_card("defense", meta["tracker"], variables,
+                                  model="DuaLossDef U-Net pre-processor (jaxtrack.models.unet.DefenseUNet)",
+                                  **{k: v for k, v in meta.items() if k != "tracker"})
+    json.dumps(card)  # fails (TypeError) on non-JSON meta before anything is written
+    return weights_store.save_weights(path, variables, card, overwrite=True)
 
 
 def read_defense_card(path: str | os.PathLike) -> dict:
@@ -219,9 +216,10 @@ def read_defense_card(path: str | os.PathLike) -> dict:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{card_path}: unreadable card ({err})") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        what = card.get("format") if isinstance(card, dict) else type(card).__name__
-        raise ValueError(f"{card_path}: not a defense card (format {what!r}, expected {CARD_FORMAT!r})")
+    if not _is_defense_card(card):
+        what = (card.get("format"), card.get("what")) if isinstance(card, dict) else type(card).__name__
+        raise ValueError(f"{card_path}: not a defense card (format, what = {what!r}; expected {CARD_FORMAT!r}, "
+                         "'defense')")
     if card.get("format_version", 0) > CARD_FORMAT_VERSION:
         raise ValueError(f"{card_path}: card format version {card['format_version']} is newer than this jaxtrack's")
     try:
