@@ -29,15 +29,8 @@ import numpy as np
 from jaxtrack import tracking
 from jaxtrack.data.sequence import load_otb_folder
 from jaxtrack.paths import shared_data_dir
+from jaxtrack.timing import median_seconds
 
-
-def _median_time(fn, n):
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_model(name, frames, box0, steps, batch_frames, batches):
@@ -61,16 +54,14 @@ def bench_model(name, frames, box0, steps, batch_frames, batches):
 
     x, _ = jax.jit(tracker.search_crop)(frames[1], state.center, state.size, state.channel_avg)
     head = jax.jit(tracker.head)
-    jax.block_until_ready(head(variables, state.template, x))
-    net = _median_time(lambda: head(variables, state.template, x), steps)
+    net = median_seconds(lambda: head(variables, state.template, x), steps)  # after a compiling call
 
     throughput = {}
     for b in batches:
         fb = np.stack([frames[:batch_frames]] * b)
         boxes0 = np.stack([box0] * b)
         lengths = np.full(b, batch_frames)
-        jax.block_until_ready(tracker.track_batch(variables, fb, boxes0, lengths))  # compile
-        secs = _median_time(lambda: tracker.track_batch(variables, fb, boxes0, lengths), 3)
+        secs = median_seconds(lambda: tracker.track_batch(variables, fb, boxes0, lengths), 3)
         throughput[b] = b * (batch_frames - 1) / secs
     return dict(model=name, step_ms=step * 1e3, net_ms=net * 1e3, compile_s=first - step, throughput=throughput,
                 torch_ms=_torch_forward_ms(name, tracker.config, steps))
