@@ -383,8 +383,11 @@ class ToyTracker:
         shift = jnp.tanh(2 * (cells[..., :2] - cells[..., 1:])) * 8.0
         return {"logits": logits, "shift": shift, "size": 6.0 * jnp.exp(cells.mean(-1, keepdims=True) - 0.5)}
 
-    def init_with_crop(self, variables, frame, center, size, avg, z):  # the Tracker interface's generic piece
+    def init_with_crop(self, variables, frame, center, size, avg, z):  # the Tracker interface's generic pieces
         return Tracker.init_with_crop(self, variables, frame, center, size, avg, z)
+
+    def dense(self, variables, template, x):
+        return Tracker.dense(self, variables, template, x)
 
     def dense_predictions(self, raw):
         grid = jnp.stack(jnp.meshgrid(jnp.arange(3.0), jnp.arange(3.0)), -1).reshape(9, 2) * 8 - 8

@@ -27,31 +27,26 @@ import jax
 import jax.numpy as jnp
 
 from jaxtrack.attacks.core import AttackConfig, run_attack
+from jaxtrack.tracking.branches import WHERE, check_where
 
 __all__ = ["TARGETS", "predict_pair", "pair_objective", "attack_pair", "attack_crops", "crop_losses"]
 
-TARGETS = ("template", "search", "both")
-
-
-def _dense_from(tracker, variables, template, x):
-    scores, boxes = tracker.dense_predictions(tracker.head(variables, template, x))
-    return scores[0], boxes[0]
+TARGETS = WHERE  # what an attack perturbs: jaxtrack.tracking.branches
 
 
 def predict_pair(tracker, variables, z, x) -> tuple[jax.Array, jax.Array]:
     """Dense predictions ``scores [N]``, ``boxes [N, 4]`` of one crop pair (``z [Z,Z,3]``, ``x [X,X,3]``)."""
-    return _dense_from(tracker, variables, tracker.embed_template(variables, z), x)
+    return tracker.dense(variables, tracker.embed_template(variables, z), x)
 
 
 def pair_objective(tracker, variables, z, x, ref_box, loss: Callable, target: str = "search", relabel: bool = False):
     """``(loss_fn, start)`` for attacking one crop pair: ``loss_fn(start') -> scalar`` where ``start`` is ``z``,
     ``x`` or ``(z, x)`` according to ``target``."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    check_where(target, "target")
     z = jnp.asarray(z, jnp.float32)
     x = jnp.asarray(x, jnp.float32)
     template0 = tracker.embed_template(variables, z)
-    clean = None if relabel else jax.lax.stop_gradient(_dense_from(tracker, variables, template0, x))
+    clean = None if relabel else jax.lax.stop_gradient(tracker.dense(variables, template0, x))
 
     def objective(scores_boxes):
         return loss(scores_boxes[0], scores_boxes[1], ref_box, clean)
@@ -59,7 +54,7 @@ def pair_objective(tracker, variables, z, x, ref_box, loss: Callable, target: st
     if target == "template":
         return (lambda zz: objective(predict_pair(tracker, variables, zz, x))), z
     if target == "search":
-        return (lambda xx: objective(_dense_from(tracker, variables, template0, xx))), x
+        return (lambda xx: objective(tracker.dense(variables, template0, xx))), x
     return (lambda zx: objective(predict_pair(tracker, variables, zx[0], zx[1]))), (z, x)
 
 
@@ -136,8 +131,7 @@ def attack_crops(
       ``(z_adv [B,Z,Z,3], x_adv [B,X,X,3])`` float32 (the crop that is not attacked is returned unchanged), and
       the losses with ``return_losses``.
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    check_where(target, "target")
     z = jnp.asarray(z_crops, jnp.float32)
     x = jnp.asarray(x_crops, jnp.float32)
     ref = jnp.asarray(ref_boxes, jnp.float32)

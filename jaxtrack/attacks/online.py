@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxtrack.attacks.core import AttackConfig, bim, fgsm, mi_fgsm, pgd, run_attack
-from jaxtrack.attacks.crops import TARGETS, attack_pair
+from jaxtrack.attacks.crops import attack_pair
+from jaxtrack.tracking.branches import check_where
 from jaxtrack.attacks.losses import LOSSES, best_box
 from jaxtrack.tracking.base import Tracker, TrackState, check_frame_shape
 from jaxtrack.tracking.crop import channel_average
@@ -92,8 +93,7 @@ class OnlineAttack:
     seed: int = 0
 
     def __post_init__(self):
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        check_where(self.target, "target")
         if isinstance(self.loss, str) and self.loss not in LOSSES:
             raise ValueError(f"unknown attack loss {self.loss!r}; known: {', '.join(LOSSES)}")
 
@@ -153,11 +153,6 @@ class AttackedState:
         return self.track.template
 
 
-def _dense(tracker, variables, template, x):
-    scores, boxes = tracker.dense_predictions(tracker.head(variables, template, x))
-    return scores[0], boxes[0]
-
-
 @dataclasses.dataclass(frozen=True)
 class AttackedTracker(TrackerWrapper):
     """``base`` tracking under an online attack (see the module docstring). Build with :func:`attacked`."""
@@ -186,7 +181,7 @@ class AttackedTracker(TrackerWrapper):
         z = base.template_crop(frame, center, size, avg)
         x0, _ = base.search_crop(frame, center, size, avg)
         if a.attacks_template:
-            clean = _dense(self.attacker, variables, self.attacker.embed_template(variables, z), x0)
+            clean = self.attacker.dense(variables, self.attacker.embed_template(variables, z), x0)
             ref = best_box(*clean)
             z, _ = attack_pair(self.attacker, variables, z, x0, ref, a.loss_fn, a.config, self._key(0),
                                "template", a.relabel)
@@ -204,13 +199,13 @@ class AttackedTracker(TrackerWrapper):
         delta = state.delta
         if a.attacks_search:
             attacker, template = self.attacker, state.surrogate_template
-            clean = jax.lax.stop_gradient(_dense(attacker, variables, template, x))
+            clean = jax.lax.stop_gradient(attacker.dense(variables, template, x))
             ref = best_box(*clean)
             labels_from = None if a.relabel else clean
             loss = a.loss_fn
 
             def loss_fn(xx):
-                scores, boxes = _dense(attacker, variables, template, xx)
+                scores, boxes = attacker.dense(variables, template, xx)
                 return loss(scores, boxes, ref, labels_from)
 
             start = x + state.delta if a.warm_start else None

@@ -39,6 +39,7 @@ from jaxtrack import checkpoint
 from jaxtrack.weights import store as weights_store
 from jaxtrack.weights.store import CARD_NAME, VARIABLES_DIR
 from jaxtrack.models.unet import DefenseUNet, unet_hparams
+from jaxtrack.tracking.branches import BRANCHES, WHERE, branches, check_where  # noqa: F401  (WHERE: re-exported)
 
 __all__ = [
     "CARD_FORMAT",
@@ -60,7 +61,6 @@ __all__ = [
 CARD_FORMAT = weights_store.FORMAT
 CARD_FORMAT_VERSION = weights_store.FORMAT_VERSION
 LEGACY_CARD_FORMAT = "jaxtrack-defense"  # the defense's own card format of earlier releases (same folder layout)
-_BRANCHES = ("template", "search")
 
 #: Defenses trained by this project and shipped inside the package (``jaxtrack/assets/defenses``), by the name of
 #: the tracker they were trained with; each card says how (config, data, steps).
@@ -98,20 +98,6 @@ class LoadedDefense(NamedTuple):
     card: dict
 
 
-WHERE = ("template", "search", "both")  # the crops a defense (or an attack) is applied to
-
-
-def check_where(where: str) -> str:
-    """``where`` if it is one of :data:`WHERE`, else ``ValueError``."""
-    if where not in WHERE:
-        raise ValueError(f"where must be one of {WHERE}, got {where!r}")
-    return where
-
-
-def branches(where: str) -> tuple[str, ...]:
-    """The crop branches a ``where`` setting defends."""
-    check_where(where)
-    return _BRANCHES if where == "both" else (where,)
 
 
 def _tracker_crop_sizes(tracker) -> dict[str, int]:
@@ -157,7 +143,7 @@ def _check_meta(meta: Mapping) -> dict:
     DefenseUNet(**out["unet"])._check()  # unknown / invalid hyper-parameters fail here
     need = branches(out["where"])
     sizes = dict(out["crop_sizes"])
-    if not set(need) <= set(sizes) or not set(sizes) <= set(_BRANCHES):
+    if not set(need) <= set(sizes) or not set(sizes) <= set(BRANCHES):
         raise ValueError(f"crop_sizes must give the sizes of the {list(need)} crops, got {sizes}")
     for b, s in sizes.items():
         if int(s) != s or s < 1:

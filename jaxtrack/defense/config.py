@@ -30,7 +30,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from jaxtrack.defense.checkpoint import WHERE
+from jaxtrack.tracking.branches import WHERE
 from jaxtrack.models.unet import DefenseUNet
 from jaxtrack.train.options import (
     ConfigError,

@@ -153,6 +153,13 @@ class Tracker:
         """
         return jax.vmap(self.dense_predictions_single)(raw)
 
+    def dense(self, variables, template, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Dense predictions of ONE search crop ``x`` [X,X,3] against a template embedding: scores [N] and boxes
+        [N, 4] (``dense_predictions`` of ``head``, batch dimension dropped): what attack and refinement losses
+        read."""
+        scores, boxes = self.dense_predictions(self.head(variables, template, x))
+        return scores[0], boxes[0]
+
     # ------------------------------------------------------------------ network
     def init_variables(self, key: jax.Array, calibration_batch: int = 2) -> dict:
         """Randomly initialised Flax variables (``params`` + ``batch_stats``).
