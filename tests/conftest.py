@@ -15,9 +15,9 @@ from jaxtrack.paths import shared_data_dir  # noqa: E402
 # Reference comparisons need full-precision convolutions on every backend.
 jax.config.update("jax_default_matmul_precision", "highest")
 
-# XLA's persistent compilation cache, shared by the test workers: many tests build the same jitted tracker step
-# (NanoTrack under attack, the defended tracker, ...) through fresh wrapper objects, which jit traces anew; with
-# the cache each distinct program is compiled once per suite run. Keyed on the program and the jax/XLA versions,
+# XLA's persistent compilation cache, shared by the test workers: tests in both workers (and the jaxtrack command
+# called in-process) build the same jitted tracker programs (NanoTrack under attack, the defended tracker, ...);
+# with the cache each distinct program is compiled once per suite run. Keyed on the program and the jax/XLA versions,
 # so a stale entry is never used. JAXTRACK_TEST_JAX_CACHE= (empty) turns it off. The jaxtrack command, called
 # in-process by the CLI tests, is pointed at the same folder (or kept off) through the environment.
 _CACHE = os.environ.get("JAXTRACK_TEST_JAX_CACHE",

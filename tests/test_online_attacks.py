@@ -53,12 +53,13 @@ def test_search_attack_state_respects_the_budget_and_warm_start_carries_it(nano,
     config = attacks.attack_config("pgd", eps=eps, steps=2)
     cold = attacks.attacked(tracker, config, warm_start=False)
     warm = attacks.attacked(tracker, config, warm_start=True)
+    search_crop = jax.jit(tracker.search_crop)
     for t in (cold, warm):
         state = t.init(variables, frames[0], gt[0])
         assert float(jnp.max(jnp.abs(state.delta))) == 0.0 and int(state.frame) == 0
         for f in frames[1:4]:
             # the perturbation is added to the crop cut at the state before the step; x + delta stays in [0, 255]
-            x, _ = tracker.search_crop(f, state.center, state.size, state.channel_avg)
+            x, _ = search_crop(f, state.center, state.size, state.channel_avg)
             state, box, score = t.step(variables, state, f)
             d = np.asarray(state.delta)
             assert np.abs(d).max() <= eps and np.abs(d).max() > 0.5 * eps
@@ -122,27 +123,37 @@ def test_template_attack_perturbs_the_template_within_budget_at_every_initialisa
     eps = 8.0
     t = attacks.attacked(tracker, attacks.attack_config("bim", eps=eps, steps=3), target="template")
     frame, box = frames[0], gt[0]
-    center, size = tracker.box_to_center_size(jnp.asarray(box, jnp.float32))
-    z = tracker.template_crop(frame, center, size, jnp.mean(frame.reshape(-1, 3).astype(np.float32), 0))
-    clean_template = tracker.embed_template(variables, z)
+
+    @jax.jit  # one program for the reference computation (run op by op, NanoTrack compiles hundreds)
+    def reference(variables, frame, box):
+        center, size = tracker.box_to_center_size(jnp.asarray(box, jnp.float32))
+        avg = jnp.mean(frame.reshape(-1, 3).astype(np.float32), 0)
+        z = tracker.template_crop(frame, center, size, avg)
+        x0, _ = tracker.search_crop(frame, center, size, avg)
+        clean_pred = predict_pair(tracker, variables, z, x0)
+        ref = attacks.best_box(*clean_pred)
+        z_adv, _ = attacks.attack_pair(tracker, variables, z, x0, ref, attacks.dua_loss, t.attack.config,
+                                       target="template")
+        return z, x0, clean_pred, ref, z_adv, tracker.embed_template(variables, z)
+
+    z, x0, clean_pred, ref, z_adv, clean_template = reference(variables, frame, box)
     state = t.init(variables, frame, box)
     # the same attack through attack_pair stays within ε of the clean crop (sign steps are chaotic in the last
     # float bits, so the jitted init's crop is not compared bit for bit)
-    x0, _ = tracker.search_crop(frame, center, size, jnp.mean(frame.reshape(-1, 3).astype(np.float32), 0))
-    clean_pred = predict_pair(tracker, variables, z, x0)
-    ref = attacks.best_box(*clean_pred)
-    z_adv, _ = attacks.attack_pair(tracker, variables, z, x0, ref, attacks.dua_loss, t.attack.config,
-                                   target="template")
     assert float(jnp.max(jnp.abs(z_adv - z))) <= eps + 1e-4
     # the state's template is not the clean one, and it raises the Dua-Loss on the first pair as much as z_adv does
     assert float(jnp.max(jnp.abs(state.template - clean_template))) > 1e-2
 
+    @jax.jit
+    def dua_of(variables, template, x0, ref, clean_pred):
+        scores, boxes = tracker.dense(variables, template, x0)
+        return attacks.dua_loss(scores, boxes, ref, clean_pred)
+
     def dua(template):
-        scores, boxes = tracker.dense_predictions(tracker.head(variables, template, x0))
-        return float(attacks.dua_loss(scores[0], boxes[0], ref, clean_pred))
+        return float(dua_of(variables, template, x0, ref, clean_pred))
 
     clean_loss, state_loss, pair_loss = dua(clean_template), dua(state.template), dua(
-        tracker.embed_template(variables, z_adv))
+        jax.jit(tracker.embed_template)(variables, z_adv))
     assert state_loss > clean_loss + 0.1 and pair_loss > clean_loss + 0.1
     assert abs(state_loss - pair_loss) < 0.1 * (pair_loss - clean_loss), (clean_loss, state_loss, pair_loss)
     # a re-initialisation (VOT restarts call init) attacks again: same frame, same result
@@ -158,10 +169,10 @@ def test_refined_tracker_uses_the_refined_template_and_runs_vmapped(nano, crossi
     assert t == attacks.refined(tracker, steps=steps)  # equal settings, equal trackers: compiled functions shared
     state = t.init(variables, frames[0], gt[0])
     z = attacks.refine_template(tracker, variables, frames[0], gt[0], steps)
-    np.testing.assert_allclose(np.asarray(state.template), np.asarray(tracker.embed_template(variables, z)),
-                               rtol=1e-4, atol=1e-4)
+    embedded = jax.jit(tracker.embed_template)(variables, z)  # jitted: NanoTrack run op by op compiles every op
+    np.testing.assert_allclose(np.asarray(state.template), np.asarray(embedded), rtol=1e-4, atol=1e-4)
     # refinement lowers the first-frame loss
-    z0, _, _, _ = attacks.refinement_problem(tracker, variables, jnp.asarray(frames[0]), gt[0])
+    z0, _, _, _ = jax.jit(attacks.refinement_problem, static_argnums=0)(tracker, variables, frames[0], gt[0])
     before = attacks.refinement_loss(tracker, variables, z0, frames[0], gt[0])
     after = attacks.refinement_loss(tracker, variables, z, frames[0], gt[0])
     assert float(after) < float(before)
