@@ -236,25 +236,17 @@ class Tracker:
         return new_state, self.center_size_to_box(center, size), score
 
     # ------------------------------------------------------------------ jitted public API
-    @property
-    def _init_jit(self):
-        return functools.partial(_jitted_init, self)
-
-    @property
-    def _step_jit(self):
-        return functools.partial(_jitted_step, self)
-
     def init(self, variables, frame, box) -> TrackState:
         """State after initialising on ``frame`` with ``box`` [x, y, w, h] (jitted)."""
         check_frame_shape(np.shape(frame))
         if _is_concrete(box):
             check_init_box(box, np.shape(frame)[:2])
-        return self._init_jit(variables, frame, box)
+        return _jitted_init(self, variables, frame, box)
 
     def step(self, variables, state: TrackState, frame):
         """(new state, box [x, y, w, h], score) for the next frame (jitted)."""
         check_frame_shape(np.shape(frame))
-        return self._step_jit(variables, state, frame)
+        return _jitted_step(self, variables, state, frame)
 
     # ------------------------------------------------------------------ sequences
     def _masked_step(self, variables, state, frame, valid):
@@ -284,21 +276,13 @@ class Tracker:
         scores = jnp.concatenate([jnp.ones((1,), scores.dtype), scores], axis=0)
         return boxes, scores
 
-    @property
-    def _sequence_jit(self):
-        return functools.partial(_jitted_sequence, self)
-
-    @property
-    def _batch_jit(self):
-        return functools.partial(_jitted_batch, self)
-
     def track_sequence(self, variables, frames, box0):
         """Boxes [T,4] and scores [T] for frames [T,H,W,3]; frame 0 is initialised with ``box0`` and its
         output box is ``box0``. One ``lax.scan`` under jit."""
         frames = jnp.asarray(frames)
         check_frame_shape(frames.shape[1:], "frames[t]")
         check_init_box(box0, frames.shape[1:3], "box0")
-        boxes, scores = self._sequence_jit(variables, frames, box0, frames.shape[0])
+        boxes, scores = _jitted_sequence(self, variables, frames, box0, frames.shape[0])
         warn_if_scores_not_finite(self.name, scores)
         return boxes, scores
 
@@ -315,7 +299,7 @@ class Tracker:
             raise ValueError(f"lengths must be B={frames.shape[0]} values in [1, {frames.shape[1]}], got {lengths}")
         for b, box in enumerate(np.asarray(boxes0)):
             check_init_box(box, frames.shape[2:4], f"boxes0[{b}]")
-        boxes, scores = self._batch_jit(variables, frames, jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
+        boxes, scores = _jitted_batch(self, variables, frames, jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
         warn_if_scores_not_finite(self.name, scores, lengths)
         return boxes, scores
 
@@ -326,10 +310,6 @@ class Tracker:
         """
         args = (variables, jnp.asarray(frames), jnp.asarray(boxes0, jnp.float32), jnp.asarray(lengths))
         return _jitted_batch.lower(self, *args).compile()
-
-    @property
-    def _chunk_jit(self):
-        return functools.partial(_jitted_scan, self)
 
     def track_chunks(
         self,
@@ -372,7 +352,7 @@ class Tracker:
             padded = np.zeros((chunk_size,) + tuple(frame_shape), chunk.dtype)
             padded[:n] = chunk
             valid = np.arange(chunk_size) < n
-            state, boxes, scores = self._chunk_jit(variables, state, padded, valid)
+            state, boxes, scores = _jitted_scan(self, variables, state, padded, valid)
             boxes_out.append(np.asarray(boxes)[:n])
             scores_out.append(np.asarray(scores)[:n])
             if on_chunk:
