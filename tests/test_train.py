@@ -8,6 +8,7 @@ while the other tests do).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -276,6 +277,47 @@ def test_schedule_warmup_cosine_and_log():
     assert float(s(110)) == pytest.approx(1e-6, rel=1e-3)
     s = make_schedule(C.OptimConfig(lr=0.005, schedule="log", warmup_steps=0, end_lr=0.0005), 100)
     assert float(s(50)) == pytest.approx(0.005 * 0.1 ** 0.5, rel=1e-5)
+
+
+def test_parameter_average_follows_polyak_recurrence_and_is_found_in_a_checkpoint(tmp_path):
+    """``optim.ema_decay``: after each update the average is ``d * ema + (1 - d) * new_params`` with ``d = min(decay,
+    (1 + t) / (10 + t))`` (NumPy restatement; float32 arithmetic of a few terms, so 1e-6 relative). A checkpoint
+    restored without a target hands the same arrays back (storage: bit-equal); without an average
+    ``eval_variables`` are the variables."""
+    import orbax.checkpoint as ocp
+
+    from jaxtrack.train import state as S
+
+    rng = np.random.default_rng(0)
+    params = {"a": rng.standard_normal((3, 4)).astype(np.float32), "b": {"c": rng.standard_normal(5).astype(np.float32)}}
+    optim = C.OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", ema_decay=0.6)
+    tx, _ = S.make_optimizer(optim, 10, params)
+    state = S.create_train_state({"params": params}, tx, jax.random.key(0))
+    ema = jax.tree_util.tree_map(np.float64, params)
+    cur = jax.tree_util.tree_map(np.float64, params)
+    for t in range(6):
+        grads = jax.tree_util.tree_map(lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        state = state.replace(params=jax.tree_util.tree_map(lambda p, u: p + u, state.params, updates),
+                              opt_state=opt_state)
+        d = min(0.6, (1 + t) / (10 + t))
+        cur = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, cur, grads)
+        ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, ema, cur)
+    got = state.eval_variables["params"]
+    jax.tree_util.tree_map(lambda g, e: np.testing.assert_allclose(np.asarray(g), e, rtol=1e-6, atol=1e-6), got, ema)
+    assert not np.allclose(np.asarray(got["a"]), np.asarray(state.params["a"]))  # the average is not the last step
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / "state", state)
+    checkpointer.wait_until_finished()
+    restored = ocp.StandardCheckpointer().restore(tmp_path / "state")
+    again = S.find_param_ema(restored["opt_state"])
+    jax.tree_util.tree_map(lambda g, e: np.testing.assert_array_equal(np.asarray(g), np.asarray(e)), again, got)
+    plain_tx, _ = S.make_optimizer(dataclasses.replace(optim, ema_decay=0.0), 10, params)
+    plain = S.create_train_state({"params": params}, plain_tx, jax.random.key(0))
+    assert S.find_param_ema(plain.opt_state) is None and plain.eval_variables is not None
+    assert plain.eval_variables["params"] is plain.params
+    with pytest.raises(C.ConfigError, match="optim.ema_decay"):
+        C.OptimConfig(ema_decay=1.0)
 
 
 def test_loss_falls_on_synthetic_data(full_run, tracker, variables, data_root):

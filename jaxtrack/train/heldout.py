@@ -87,7 +87,8 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def checkpoint_variables(workdir, step: int) -> dict:
-    """``{"params", "batch_stats"}`` of checkpoint ``step`` of a run (numpy arrays; no optimizer state)."""
+    """``{"params", "batch_stats"}`` of checkpoint ``step`` of a run (numpy arrays; no optimizer state), with the
+    parameter average in place of ``params`` when the run keeps one (``optim.ema_decay``)."""
     import orbax.checkpoint as ocp
 
     from jaxtrack.train.runner import CHECKPOINT_DIR
@@ -96,7 +97,10 @@ def checkpoint_variables(workdir, step: int) -> dict:
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint state at {path}")
     restored = ocp.StandardCheckpointer().restore(path)
-    variables = {"params": restored["params"]}
+    from jaxtrack.train.state import find_param_ema
+
+    average = find_param_ema(restored.get("opt_state"))
+    variables = {"params": restored["params"] if average is None else average}
     if restored.get("batch_stats"):
         variables["batch_stats"] = restored["batch_stats"]
     return variables

@@ -354,7 +354,7 @@ def train(
         evaluator = HeldOutEvaluator(config.eval, tracker, workdir, log)
 
         def on_save(state, step):
-            row = evaluator(state.variables, step)
+            row = evaluator(state.eval_variables, step)
             if row is not None:
                 log(f"step {step}: held-out success AUC {row['success_auc']:.3f} ({row['seconds']:.0f} s)")
 
@@ -370,13 +370,13 @@ def train(
         if export:
             from jaxtrack.weights import new_card
 
-            card = new_card("tracker", tracker.name, out.state.variables,
+            card = new_card("tracker", tracker.name, out.state.eval_variables,
                             tracker_config=_jsonable(dataclasses.asdict(tracker.config)), config=config.name,
                             step=out.step, training=_jsonable(config_to_dict(config)), **_init_info(config, tracker),
                             **_distill_info(config, tracker),
                             load=f"jaxtrack.weights.load_weights(create({tracker.name!r}), "
                                  f"{str(workdir / WEIGHTS_DIR)!r})")
-            weights = export_variables(workdir, out.state.variables, card)
+            weights = export_variables(workdir, out.state.eval_variables, card)
         if plot and jax.process_index() == 0:
             d = config.distill
             terms = ("loss", "cls", "ctr", "reg") + tuple(

@@ -53,6 +53,11 @@ class OptimConfig:
     lr(step): linear warm-up from ``warmup_init_lr`` to ``lr`` over ``warmup_steps``, then ``schedule`` from
     ``lr`` to ``end_lr`` at the last step (``cosine``: video_analyst's CosineLR; ``log``: pysot's log-spaced
     decay; ``constant``). Parameters under ``backbone_prefixes`` get ``lr * backbone_lr_mult``.
+
+    ``ema_decay`` > 0 keeps an exponential moving average of the parameters (Polyak averaging, as timm's
+    ``ModelEma`` / TF's ``ExponentialMovingAverage`` with ``num_updates``: decay ``min(ema_decay, (1 + t) /
+    (10 + t))`` at update ``t``); the held-out evaluation and the exported weights then use the average (with the
+    run's current BatchNorm statistics). 0.998 averages over roughly the last 500 steps.
     """
 
     name: str = "sgd"  # sgd (momentum, PyTorch semantics: L2 weight decay added to the gradient) | adamw
@@ -71,6 +76,7 @@ class OptimConfig:
     backbone_lr_mult: float = 0.1
     freeze: tuple[FreezeRule, ...] = ()
     clip_grad_norm: float = 0.0  # 0 = no clipping (pysot clips the global norm at 10)
+    ema_decay: float = 0.0  # 0 = no parameter average
 
     def __post_init__(self):
         _check_choice("optim.name", self.name, OPTIMIZERS)
@@ -79,6 +85,8 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if self.warmup_steps < 0:
             raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"optim.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.schedule == "log" and self.end_lr <= 0:
             raise ConfigError("optim.end_lr must be > 0 for the log schedule")
 

@@ -15,6 +15,9 @@ PyTorch's SGD does] -> freeze mask -> per-group optimizer (``optax.multi_transfo
 parameters under a :class:`~jaxtrack.train.config.FreezeRule` prefix while ``step < until_step`` (rules with
 ``until_step = -1`` are ``optax.set_to_zero`` for the whole run), so momentum / Adam moments of frozen
 parameters stay zero and weight decay never moves them, like PyTorch parameters with ``requires_grad=False``.
+With ``optim.ema_decay`` > 0 a last element, :func:`param_ema`, keeps the moving average of the parameters in
+the optimizer state (so the state's layout, and every checkpoint written without it, is unchanged when it is off);
+:meth:`TrainState.eval_variables` hands it out.
 
 bf16 (``compute_dtype=jnp.bfloat16``): params and inputs are cast for the forward/backward pass; master
 weights, gradients (cast back by autodiff), the optimizer, the BN running statistics and the loss stay float32.
@@ -40,6 +43,8 @@ __all__ = [
     "make_schedule",
     "freeze_updates",
     "make_optimizer",
+    "param_ema",
+    "find_param_ema",
     "check_prefixes",
     "create_train_state",
     "make_train_step",
@@ -68,6 +73,14 @@ class TrainState:
         if self.batch_stats:
             out["batch_stats"] = self.batch_stats
         return out
+
+    @property
+    def eval_variables(self) -> dict:
+        """The variables to evaluate and export: :attr:`variables` with the parameter average of
+        ``optim.ema_decay`` in place of ``params`` when the optimizer keeps one."""
+        average = find_param_ema(self.opt_state)
+        out = self.variables
+        return out if average is None else {**out, "params": average}
 
     def step_key(self, step=None) -> jax.Array:
         return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step if step is None else step)
@@ -136,6 +149,54 @@ def freeze_updates(rules: tuple[FreezeRule, ...]) -> optax.GradientTransformatio
     return optax.GradientTransformation(init, update)
 
 
+class ParamEmaState(NamedTuple):
+    count: jax.Array
+    ema_params: Any
+
+
+def param_ema(decay: float) -> optax.GradientTransformation:
+    """Keeps ``ema_params``, the moving average of the parameters AFTER each update (``params + updates``), with
+    decay ``min(decay, (1 + count) / (10 + count))``; the updates pass through unchanged. Must be the last element
+    of a chain (it sees the final updates) and needs ``params`` in ``update``."""
+
+    def init(params):
+        return ParamEmaState(jnp.zeros((), jnp.int32), jax.tree_util.tree_map(jnp.asarray, params))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("param_ema needs params in update()")
+        count = state.count.astype(jnp.float32)
+        d = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+        ema = jax.tree_util.tree_map(
+            lambda e, p, u: (d * e + (1.0 - d) * (p + u)).astype(e.dtype), state.ema_params, params, updates
+        )
+        return updates, ParamEmaState(state.count + 1, ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def find_param_ema(opt_state) -> Any:
+    """The ``ema_params`` of a :func:`param_ema` inside ``opt_state`` (a live optax state, or the nested dicts /
+    lists of a checkpoint restored without a target), or None."""
+    found = []
+
+    def visit(node):
+        if isinstance(node, ParamEmaState):
+            found.append(node.ema_params)
+        elif isinstance(node, dict):
+            if "ema_params" in node and "count" in node:
+                found.append(node["ema_params"])
+            else:
+                for v in node.values():
+                    visit(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                visit(v)
+
+    visit(opt_state)
+    return found[0] if found else None
+
+
 def make_optimizer(optim: OptimConfig, total_steps: int, params=None) -> tuple[optax.GradientTransformation, Callable]:
     """(optax transformation, lr schedule). ``params`` (or an abstract tree) is needed for the group labels."""
     schedule = make_schedule(optim, total_steps)
@@ -157,6 +218,8 @@ def make_optimizer(optim: OptimConfig, total_steps: int, params=None) -> tuple[o
         labels = param_labels(params, optim.backbone_prefixes)
         chain.append(optax.multi_transform({"backbone": group(optim.backbone_lr_mult), "other": group(1.0)}, labels))
     chain.append(freeze_updates(optim.freeze))
+    if optim.ema_decay > 0:
+        chain.append(param_ema(optim.ema_decay))
     return optax.chain(*chain), schedule
 
 
