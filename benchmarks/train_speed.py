@@ -53,9 +53,9 @@ def step_worker(devices: int, batch: int, steps: int, repeats: int, config_name:
     cfg = C.get_config(config_name)
     tracker = tracking.create(cfg.tracker)
     variables = tracker.init_variables(jax.random.key(0))
-    tx, schedule = S.make_optimizer(cfg.optim, cfg.steps, variables["params"])
+    tx, _ = S.make_optimizer(cfg.optim, cfg.steps, variables["params"])
     mesh = M.make_data_mesh()
-    step = S.make_train_step(tracker, tx, schedule, mesh)
+    step = S.make_train_step(tracker, cfg.optim, cfg.steps, mesh)
     c = tracker.config
     rng = np.random.default_rng(0)
     host = {

@@ -239,7 +239,7 @@ def test_train_step_with_a_silent_teacher_equals_the_step_without_one():
     fuse the larger program differently (measured equal here; tolerance 1e-6 relative)."""
     from jaxtrack.train import state as S
     from jaxtrack.train.distill import Teacher
-    from jaxtrack.train.loop import _train_step_for
+    from jaxtrack.train.loop import loop_train_step
 
     student = tracking.create("siamfcpp_tiny", instance_size=191, width_mult=0.125)  # score 3x3
     teacher = tracking.create("nanotrack_v2", instance_size=191, score_size=12)
@@ -252,15 +252,18 @@ def test_train_step_with_a_silent_teacher_equals_the_step_without_one():
              "negative": np.array([False, False, True, False])}
 
     # distill off: the step built for the default configuration is the one built without a teacher
-    tx, schedule, off = _train_step_for(student, optim, 10, None, False, sv["params"], C.DistillConfig())
-    plain = S.make_train_step(student, tx, schedule)
+    run = C.TrainConfig(name="t", tracker="siamfcpp_tiny", steps=10, batch_size=4, optim=optim)
+    assert not run.distill.enabled
+    off = loop_train_step(run, student, None)
+    plain = S.make_train_step(student, optim, 10)
+    tx, _ = S.make_optimizer(optim, 10, sv["params"])
     state = S.create_train_state(sv, tx, jax.random.key(0))
     key = jax.random.key(3)
     assert off.lower(state, batch, key).as_text() == plain.lower(state, batch, key).as_text()
 
-    silent = S.make_train_step(student, tx, schedule, donate=False,
+    silent = S.make_train_step(student, optim, 10, donate=False,
                                teacher=Teacher(teacher, tv, D.DistillWeights(cls=0.0, reg=0.0), "test"))
-    plain = S.make_train_step(student, tx, schedule, donate=False)
+    plain = S.make_train_step(student, optim, 10, donate=False)
     s_plain, m_plain = plain(state, batch, key)
     s_silent, m_silent = silent(state, batch, key)
     assert set(m_plain) < set(m_silent)

@@ -76,7 +76,7 @@ _EIGHT_DEVICES = textwrap.dedent(
     out = {}
     for n in (8, 1):
         mesh = M.make_data_mesh(jax.devices()[:n])
-        step = S.make_train_step(tracker, tx, schedule, mesh)
+        step = S.make_train_step(tracker, optim, 10, mesh)
         state = M.replicate(S.create_train_state(variables, tx, jax.random.key(1)), mesh)
         for i in range(2):  # the second step: momentum, the unfrozen conv2, BN running averages twice
             state, metrics = step(state, M.shard_batch(batch, mesh), state.step_key())
@@ -102,7 +102,7 @@ _EIGHT_DEVICES = textwrap.dedent(
     report["sharding"] = out["sharding"]
     # bf16 compute on the 8-device mesh: float32 master weights / BN statistics, loss close to the float32 one
     mesh = M.make_data_mesh()
-    step = S.make_train_step(tracker, tx, schedule, mesh, compute_dtype=jax.numpy.bfloat16)
+    step = S.make_train_step(tracker, optim, 10, mesh, compute_dtype=jax.numpy.bfloat16)
     state = M.replicate(S.create_train_state(variables, tx, jax.random.key(1)), mesh)
     state, bf16 = step(state, M.shard_batch(batch, mesh), state.step_key())
     report["bf16_loss"], report["f32_loss"] = float(bf16["loss"]), float(first_loss)
@@ -338,7 +338,7 @@ def test_loss_falls_on_synthetic_data(full_run, tracker, variables, data_root):
     assert np.all(np.isfinite(losses))
     config = small_config(data_root)
     tx, schedule = S.make_optimizer(config.optim, config.steps, variables["params"])
-    step = S.make_train_step(tracker, tx, schedule, donate=False)
+    step = S.make_train_step(tracker, config.optim, config.steps, donate=False)
     last = ocp.CheckpointManager(full_run.workdir / "checkpoints").restore(
         STEPS, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
     final = {"params": last["params"], "batch_stats": last["batch_stats"]}

@@ -255,8 +255,9 @@ def convert_state_dict(kind: str, obj, target, source: str = "checkpoint") -> tu
 
 @functools.lru_cache(maxsize=16)
 def abstract_variables(tracker):
-    """``jax.eval_shape(tracker.init_variables, key)``: the target tree of a conversion (cached per tracker;
-    trackers are immutable)."""
+    """``jax.eval_shape(tracker.init_variables, key)``: the target tree of a conversion. Memoised on the tracker's
+    value (trackers are frozen dataclasses compared by value): tracing ``init`` of the larger networks takes
+    seconds, and every load of a weights folder needs the tree."""
     import jax
 
     return jax.eval_shape(tracker.init_variables, jax.random.key(0))

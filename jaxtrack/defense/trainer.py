@@ -34,8 +34,8 @@ import jax.numpy as jnp
 
 from jaxtrack.defense.config import DEFENSE_DIR, DEFENSE_PLOT_TERMS, DefenseTrainConfig
 from jaxtrack.defense.objective import abstract_unet_params, branch_variables, defense_objective, init_unet_params
-from jaxtrack.train.options import config_to_dict
-from jaxtrack.train.mesh import batch_sharding, make_data_mesh, replicate, replicated, shard_batch
+from jaxtrack.train.options import DataConfig, config_to_dict
+from jaxtrack.train.mesh import make_data_mesh, replicate, replicated, shard_batch
 from jaxtrack.train.runner import (
     METRICS_FILE,
     host_copy,
@@ -95,47 +95,38 @@ def _tree_norm(tree):
     return tree_mod.norm(tree) if tree_mod is not None and hasattr(tree_mod, "norm") else optax.global_norm(tree)
 
 
-def _jitted_core(tracker, config, tx, schedule, mesh, donate):
+def step_config(config: DefenseTrainConfig) -> DefenseTrainConfig:
+    """``config`` with the fields the training step does not read (name, weights source, data, seed, logging and
+    checkpoint intervals) set to fixed values: configurations that differ only there compile one program."""
+    return dataclasses.replace(config, name="step", tracker_weights="shared", data=DataConfig(), seed=0,
+                               log_every=1, save_every=1, keep=1)
+
+
+def _defense_step(state: TrainState, tracker_variables, batch, key, tracker, config: DefenseTrainConfig, mesh):
     import optax
 
-    objective = defense_objective(tracker, config)
+    tx, schedule = defense_optimizer(config)
+    grad_fn = jax.value_and_grad(defense_objective(tracker, config), has_aux=True)
+    (total, metrics), grads = grad_fn(state.params, tracker_variables, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, loss=total, lr=jnp.asarray(schedule(state.step), jnp.float32),
+                   grad_norm=_tree_norm(grads))
+    out = state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    if mesh is not None:  # the state and the metrics stay replicated (the batch comes split over "data")
+        out = jax.lax.with_sharding_constraint(out, replicated(mesh))
+    return out
 
-    def step(state: TrainState, tracker_variables, batch, key):
-        grad_fn = jax.value_and_grad(objective, has_aux=True)
-        (total, metrics), grads = grad_fn(state.params, tracker_variables, batch, key)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, loss=total, lr=jnp.asarray(schedule(state.step), jnp.float32),
-                       grad_norm=_tree_norm(grads))
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    kwargs = {"donate_argnums": (0,)} if donate else {}
-    if mesh is not None:
-        rep, data = replicated(mesh), batch_sharding(mesh)
-        kwargs.update(in_shardings=(rep, rep, data, rep), out_shardings=(rep, rep))
-    return jax.jit(step, **kwargs)
+#: The step as one module-level jit: the tracker, the step's configuration (:func:`step_config`) and the mesh are
+#: static arguments compared by value, so equal settings share one compiled program.
+_jitted_defense_step = jax.jit(_defense_step, static_argnames=("tracker", "config", "mesh"), donate_argnums=(0,))
 
 
 def defense_optimizer(config: DefenseTrainConfig):
     """``(optax transformation, lr schedule)`` of ``config`` (:func:`jaxtrack.train.state.make_optimizer` on the
     U-Net parameters)."""
     return make_optimizer(config.optim, config.steps, abstract_unet_params(config))
-
-
-#: One compiled step per (tracker, the fields the step depends on, mesh); the jitted step closes over the tracker and
-#: its optax transformation, so the same key must hand back the same jitted function for its compilation to be reused
-#: (the tracker loop keeps the same kind of table, jaxtrack.train.loop._STEP_CACHE).
-_STEP_CACHE: dict = {}
-
-
-def _step_for(tracker, config: DefenseTrainConfig, mesh):
-    """(tx, schedule, jitted core), one per (tracker, what the step depends on, mesh)."""
-    key = (tracker, config.where, config.unet, config.attack, config.attack_through_defense, config.loss,
-           config.optim, int(config.steps), mesh)
-    if key not in _STEP_CACHE:
-        tx, schedule = defense_optimizer(config)
-        _STEP_CACHE[key] = (tx, schedule, _jitted_core(tracker, config, tx, schedule, mesh, True))
-    return _STEP_CACHE[key]
 
 
 def make_defense_train_step(tracker, tracker_variables, config: DefenseTrainConfig, mesh=None) -> Callable:
@@ -148,23 +139,25 @@ def make_defense_train_step(tracker, tracker_variables, config: DefenseTrainConf
     ``state.step_key(step)``). The metrics are those of the INCOMING parameters (the loss that the update then
     lowers).
 
-    One ``jax.jit`` (attribute ``.jitted``: ``jitted(state, tracker_variables, batch, key)``), shared by every call
+    One module-level ``jax.jit`` (``defense_train_step.lower(state, batch, key)`` lowers it), shared by every call
     with the same tracker, configuration (minus logging / data fields) and mesh; the tracker variables are its
     argument, replicated over ``mesh`` once here and never updated. With ``mesh`` the state is replicated and the
     batch split over ``data``; the state is donated.
     """
-    tx, schedule, core = _step_for(tracker, config, mesh)
+    static = {"tracker": tracker, "config": step_config(config), "mesh": mesh}
     tvars = replicate(tracker_variables, mesh) if mesh is not None else tracker_variables
 
-    def defense_train_step(state: TrainState, batch, key):
+    def arguments(batch, key):
         if mesh is None:
-            return core(state, tvars, batch, key)
+            return batch, key
         # the key as the loop passes it (derived from the replicated state): the same compiled program
-        return core(state, tvars, shard_batch(batch, mesh), jax.device_put(key, replicated(mesh)))
+        return shard_batch(batch, mesh), jax.device_put(key, replicated(mesh))
 
-    defense_train_step.jitted = core
-    defense_train_step.tx = tx
-    defense_train_step.schedule = schedule
+    def defense_train_step(state: TrainState, batch, key):
+        return _jitted_defense_step(state, tvars, *arguments(batch, key), **static)
+
+    defense_train_step.lower = lambda state, batch, key: _jitted_defense_step.lower(
+        state, tvars, *arguments(batch, key), **static)
     return defense_train_step
 
 
@@ -295,10 +288,9 @@ def train_defense(
         if params is None:
             params = init_unet_params(config, key_init)
         check_prefixes(params, config.optim)
-        tx, _, core = _step_for(tracker, config, mesh)
-        tvars = replicate(tracker_variables, mesh)
+        tx, _ = defense_optimizer(config)
         state = initial_state({"params": params}, tx, key_run, mesh, abstract=resuming)
-        return state, lambda st, batch, key: core(st, tvars, batch, key)
+        return state, make_defense_train_step(tracker, tracker_variables, config, mesh)
 
     make_iter = data_iterator or make_data_iterator
     out = run_loop(

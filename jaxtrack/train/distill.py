@@ -3,7 +3,7 @@
 ::
 
     teacher = load_teacher(config.distill, student_tracker)      # None when config.distill.teacher == ""
-    step = make_train_step(student_tracker, tx, schedule, mesh, teacher=teacher)
+    step = make_train_step(student_tracker, optim, total_steps, mesh, teacher=teacher)
 
 The teacher's variables come from ``distill.teacher_weights`` or, by default, from the teacher's real checkpoint in
 the shared data folder (:func:`jaxtrack.weights.shared_path`, e.g. NanoTrack v2's ``.pth``),

@@ -232,32 +232,19 @@ def export_variables(workdir, variables: dict, card: dict) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- training
-_STEP_CACHE: dict = {}
-_TEACHER_CACHE: dict = {}
-
-
 def _teacher_for(distill, tracker):
-    """The run's :class:`~jaxtrack.train.distill.Teacher` (None when ``distill.teacher`` is empty), loaded once per
-    process and configuration."""
+    """The run's :class:`~jaxtrack.train.distill.Teacher` (None when ``distill.teacher`` is empty)."""
     if not distill.enabled:
         return None
     from jaxtrack.train.distill import load_teacher
 
-    key = (distill, tracker)
-    if key not in _TEACHER_CACHE:
-        _TEACHER_CACHE[key] = load_teacher(distill, tracker)
-    return _TEACHER_CACHE[key]
+    return load_teacher(distill, tracker)
 
 
-def _train_step_for(tracker, optim, total_steps, mesh, bf16, params, distill=None):
-    teacher = None if distill is None else _teacher_for(distill, tracker)
-    key = (tracker, optim, int(total_steps), mesh, bool(bf16)) + ((distill,) if teacher is not None else ())
-    if key not in _STEP_CACHE:
-        tx, schedule = make_optimizer(optim, total_steps, params)
-        dtype = jnp.bfloat16 if bf16 else jnp.float32
-        _STEP_CACHE[key] = (tx, schedule, make_train_step(tracker, tx, schedule, mesh, compute_dtype=dtype,
-                                                          teacher=teacher))
-    return _STEP_CACHE[key]
+def loop_train_step(config: TrainConfig, tracker, mesh, teacher=None):
+    """The jitted step ``jaxtrack train`` runs for ``config`` (:func:`jaxtrack.train.state.make_train_step`)."""
+    return make_train_step(tracker, config.optim, config.steps, mesh,
+                           compute_dtype=jnp.bfloat16 if config.bf16 else jnp.float32, teacher=teacher)
 
 
 def _initial_variables(config: TrainConfig, tracker, key, abstract: bool):
@@ -287,9 +274,8 @@ def _init_info(config: TrainConfig, tracker) -> dict:
     return info
 
 
-def _distill_info(config: TrainConfig, tracker) -> dict:
+def _distill_info(teacher) -> dict:
     """The teacher of a distillation run and where its weights came from, for the weights card."""
-    teacher = _teacher_for(config.distill, tracker)
     if teacher is None:
         return {}
     return {"distill": {"teacher": teacher.tracker.name, "teacher_weights": teacher.source,
@@ -336,15 +322,15 @@ def train(
     mesh = make_data_mesh()
     local_batch = local_batch_size(config.batch_size, mesh)
     key_init, key_run = jax.random.split(jax.random.key(config.seed))
+    teacher = _teacher_for(config.distill, tracker)
 
     def setup(resuming: bool):
         init = variables
         if init is None:
             init = _initial_variables(config, tracker, key_init, abstract=resuming)
         check_prefixes(init["params"], config.optim)
-        tx, _, train_step = _train_step_for(tracker, config.optim, config.steps, mesh, config.bf16, init["params"],
-                                            config.distill)
-        return initial_state(init, tx, key_run, mesh, abstract=resuming), train_step
+        tx, _ = make_optimizer(config.optim, config.steps, init["params"])
+        return initial_state(init, tx, key_run, mesh, abstract=resuming), loop_train_step(config, tracker, mesh, teacher)
 
     make_iter = data_iterator or make_data_iterator
     on_save = None
@@ -373,7 +359,7 @@ def train(
             card = new_card("tracker", tracker.name, out.state.eval_variables,
                             tracker_config=_jsonable(dataclasses.asdict(tracker.config)), config=config.name,
                             step=out.step, training=_jsonable(config_to_dict(config)), **_init_info(config, tracker),
-                            **_distill_info(config, tracker),
+                            **_distill_info(teacher),
                             load=f"jaxtrack.weights.load_weights(create({tracker.name!r}), "
                                  f"{str(workdir / WEIGHTS_DIR)!r})")
             weights = export_variables(workdir, out.state.eval_variables, card)

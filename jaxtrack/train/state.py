@@ -1,8 +1,8 @@
 """Train state, optimizer (schedule, per-group learning rates, step-dependent freezing) and the jitted step.
 
-``make_train_step(tracker, optim, mesh)`` returns ONE ``jax.jit`` function ``train_step(state, batch, key) ->
-(state, metrics)``: params / batch statistics / optimizer state replicated over the mesh, the batch split along
-the ``data`` axis. BatchNorm in train mode then normalises with, and updates its running averages from, the
+``make_train_step(tracker, optim, total_steps, mesh)`` returns ``train_step(state, batch, key) -> (state,
+metrics)``: one module-level ``jax.jit`` whose settings are a static argument compared by value, with params /
+batch statistics / optimizer state replicated over the mesh and the batch split along the ``data`` axis. BatchNorm in train mode then normalises with, and updates its running averages from, the
 statistics of the GLOBAL batch: the jitted program is written for the whole batch and XLA inserts the
 cross-device reductions, so the step on 8 devices equals the step on 1 (tests/test_train.py checks it).
 
@@ -25,6 +25,7 @@ weights, gradients (cast back by autodiff), the optimizer, the BN running statis
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import flax
@@ -48,6 +49,8 @@ __all__ = [
     "check_prefixes",
     "create_train_state",
     "make_train_step",
+    "StepSpec",
+    "TrainStep",
     "abstract_state",
 ]
 
@@ -264,71 +267,52 @@ def _forward(model, train: bool):
     return fn
 
 
-def make_train_step(
-    tracker,
-    tx: optax.GradientTransformation,
-    schedule: Callable,
-    mesh=None,
-    *,
-    compute_dtype=jnp.float32,
-    make_targets: Callable | None = None,
-    training_loss: Callable | None = None,
-    donate: bool = True,
-    teacher=None,
-) -> Callable:
-    """``train_step(state, batch, key) -> (state, metrics)``, jitted (sharded over ``mesh`` when given).
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """Everything the compiled train step depends on besides its array arguments (a static ``jit`` argument,
+    compared and hashed by value: equal specs share one compiled program)."""
 
-    batch: ``template`` [B,Z,Z,3] and ``search`` [B,X,X,3] (uint8 or float, BGR 0..255), ``box`` [B,4] float32
-    (x0, y0, x1, y1) in search-crop pixels, ``negative`` [B] bool. ``make_targets`` / ``training_loss`` default
-    to :mod:`jaxtrack.losses` (``make_targets(config, boxes, negative, key)``, ``training_loss(config, raw,
-    targets) -> (total, metrics)``). metrics: the loss terms, ``loss``, ``lr`` (of this step) and ``grad_norm``.
+    tracker: Any
+    optim: OptimConfig
+    total_steps: int
+    mesh: Any = None
+    compute_dtype: str = "float32"
+    teacher_tracker: Any = None  # a frozen teacher tracker (distillation), or None
+    teacher_weights: Any = None  # its jaxtrack.losses.distill.DistillWeights
 
-    ``teacher`` (a :class:`jaxtrack.train.distill.Teacher`, or None): a frozen tracker run in inference mode and
-    float32 on the same ``template`` / ``search`` crops (the centred window of its search size), whose soft
-    targets add :func:`jaxtrack.losses.distill.loss` to the loss (metrics ``distill_cls``, ``distill_reg``,
-    ``distill``, ``teacher_*``, ``gt_total`` = the ground-truth loss; ``total`` = ``loss`` = both). Its variables
-    are an argument of the jitted program (replicated over ``mesh``), never differentiated. With ``teacher=None``
-    the program is exactly the one without distillation.
-    """
-    if make_targets is None or training_loss is None:
-        from jaxtrack import losses
 
-        make_targets = make_targets or losses.make_targets
-        training_loss = training_loss or losses.training_loss
-    config, model = tracker.config, tracker.model
-    forward = _forward(model, True)
-    low = jnp.dtype(compute_dtype) != jnp.float32
+def _train_step(state: TrainState, batch, key, teacher_vars, spec: StepSpec):
+    from jaxtrack import losses
+
+    config, model = spec.tracker.config, spec.tracker.model
+    tx, schedule = make_optimizer(spec.optim, spec.total_steps, state.params)
+    compute_dtype = jnp.dtype(spec.compute_dtype)
+    low = compute_dtype != jnp.float32
 
     def cast(tree):
         return jax.tree_util.tree_map(
             lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
         )
 
-    if teacher is not None:
-        from jaxtrack.losses import distill
-
-        distill.check_compatible(config, teacher.tracker.config)
-        teacher_forward = _forward(teacher.tracker.model, False)
-
-        def teacher_targets(teacher_vars, z, x):
-            x_t = distill.teacher_search_window(x, config, teacher.tracker.config)
-            t_raw = teacher.tracker.model.apply(teacher_vars, z, x_t, method=teacher_forward)
-            return distill.teacher_targets(config, teacher.tracker.config, t_raw)
-
-    def loss_fn(params, batch_stats, batch, key, teacher_vars=None):
+    def loss_fn(params, batch_stats):
         z = jnp.asarray(batch["template"], jnp.float32)
         x = jnp.asarray(batch["search"], jnp.float32)
-        if teacher is not None:  # float32 crops, before any bf16 cast
-            soft = teacher_targets(teacher_vars, z, x)
+        if spec.teacher_tracker is not None:  # float32 crops, before any bf16 cast
+            from jaxtrack.losses import distill
+
+            teacher = spec.teacher_tracker
+            x_t = distill.teacher_search_window(x, config, teacher.config)
+            t_raw = teacher.model.apply(teacher_vars, z, x_t, method=_forward(teacher.model, False))
+            soft = distill.teacher_targets(config, teacher.config, t_raw)
         if low:
             params, z, x = cast(params), z.astype(compute_dtype), x.astype(compute_dtype)
         variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-        raw, updated = model.apply(variables, z, x, method=forward, mutable=["batch_stats"])
+        raw, updated = model.apply(variables, z, x, method=_forward(model, True), mutable=["batch_stats"])
         raw = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), raw)
-        targets = make_targets(config, batch["box"], batch["negative"], key=key)
-        total, metrics = training_loss(config, raw, targets)
-        if teacher is not None:
-            d_total, d_metrics = distill.loss(raw, soft, teacher.weights, gt_targets=targets)
+        targets = losses.make_targets(config, batch["box"], batch["negative"], key=key)
+        total, metrics = losses.training_loss(config, raw, targets)
+        if spec.teacher_tracker is not None:
+            d_total, d_metrics = distill.loss(raw, soft, spec.teacher_weights, gt_targets=targets)
             metrics = {**metrics, **d_metrics, "gt_total": total}
             total = total + d_total
             metrics["total"] = total
@@ -337,38 +321,88 @@ def make_train_step(
         )
         return total, (metrics, new_stats)
 
-    def step(state: TrainState, batch, key):
-        return step_with(state, batch, key, None)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (total, (metrics, new_stats)), grads = grad_fn(state.params, state.batch_stats)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics)
+    metrics.update(loss=total, lr=jnp.asarray(schedule(state.step), jnp.float32), grad_norm=optax.global_norm(grads))
+    out = state.replace(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state), metrics
+    if spec.mesh is not None:  # the state and the metrics stay replicated (the batch comes split over "data")
+        out = jax.lax.with_sharding_constraint(out, replicated(spec.mesh))
+    return out
 
-    def step_with(state: TrainState, batch, key, teacher_vars):
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (total, (metrics, new_stats)), grads = grad_fn(state.params, state.batch_stats, batch, key, teacher_vars)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics)
-        metrics.update(loss=total, lr=jnp.asarray(schedule(state.step), jnp.float32), grad_norm=optax.global_norm(grads))
-        new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state)
-        return new_state, metrics
 
-    kwargs = {"donate_argnums": (0,)} if donate else {}
-    if teacher is None:
+_train_step_donating = jax.jit(_train_step, static_argnames=("spec",), donate_argnums=(0,))
+_train_step_keeping = jax.jit(_train_step, static_argnames=("spec",))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainStep:
+    """``step(state, batch, key) -> (state, metrics)``: the module-level jitted step with its :class:`StepSpec`
+    and the (replicated) teacher variables bound. ``lower(state, batch, key)`` lowers the same program."""
+
+    spec: StepSpec
+    teacher_variables: Any = None
+    donate: bool = True
+
+    @property
+    def jitted(self):
+        return _train_step_donating if self.donate else _train_step_keeping
+
+    def __call__(self, state: TrainState, batch, key):
+        return self.jitted(state, batch, key, self.teacher_variables, spec=self.spec)
+
+    def lower(self, state: TrainState, batch, key):
+        return self.jitted.lower(state, batch, key, self.teacher_variables, spec=self.spec)
+
+
+def make_train_step(
+    tracker,
+    optim: OptimConfig,
+    total_steps: int,
+    mesh=None,
+    *,
+    compute_dtype=jnp.float32,
+    donate: bool = True,
+    teacher=None,
+) -> TrainStep:
+    """``train_step(state, batch, key) -> (state, metrics)`` of ``tracker`` with the optimizer of ``optim`` over
+    ``total_steps`` (:func:`make_optimizer`; the state must come from the same optimizer), sharded over ``mesh``
+    when given (state replicated, batch split over ``data``: pass ``mesh.shard_batch(batch)`` and a replicated
+    state).
+
+    One module-level ``jax.jit`` with the tracker, the optimizer settings, the mesh and the teacher tracker as a
+    static argument compared by value (:class:`StepSpec`): every step built from equal settings runs the same
+    compiled program.
+
+    batch: ``template`` [B,Z,Z,3] and ``search`` [B,X,X,3] (uint8 or float, BGR 0..255), ``box`` [B,4] float32
+    (x0, y0, x1, y1) in search-crop pixels, ``negative`` [B] bool. The loss is :func:`jaxtrack.losses.training_loss`
+    on :func:`jaxtrack.losses.make_targets`. metrics: the loss terms, ``loss``, ``lr`` (of this step) and
+    ``grad_norm``.
+
+    ``teacher`` (a :class:`jaxtrack.train.distill.Teacher`, or None): a frozen tracker run in inference mode and
+    float32 on the same ``template`` / ``search`` crops (the centred window of its search size), whose soft
+    targets add :func:`jaxtrack.losses.distill.loss` to the loss (metrics ``distill_cls``, ``distill_reg``,
+    ``distill``, ``teacher_*``, ``gt_total`` = the ground-truth loss; ``total`` = ``loss`` = both). Its variables
+    are an argument of the jitted program (replicated over ``mesh``), never differentiated. With ``teacher=None``
+    the program is exactly the one without distillation.
+    """
+    teacher_variables = None
+    if teacher is not None:
+        from jaxtrack.losses import distill
+
+        distill.check_compatible(tracker.config, teacher.tracker.config)
         if mesh is not None:
-            rep, data = replicated(mesh), batch_sharding(mesh)
-            kwargs.update(in_shardings=(rep, data, rep), out_shardings=(rep, rep))
-        return jax.jit(step, **kwargs)
+            from jaxtrack.train.mesh import replicate
 
-    if mesh is not None:
-        from jaxtrack.train.mesh import replicate
-
-        rep, data = replicated(mesh), batch_sharding(mesh)
-        kwargs.update(in_shardings=(rep, data, rep, rep), out_shardings=(rep, rep))
-        teacher_vars = replicate(teacher.variables, mesh)
-    else:
-        teacher_vars = jax.device_put(teacher.variables)
-    jitted = jax.jit(step_with, **kwargs)
-
-    def step_with_teacher(state: TrainState, batch, key):
-        return jitted(state, batch, key, teacher_vars)
-
-    step_with_teacher.jitted = jitted  # (state, batch, key, teacher_variables): for lowering / inspection
-    return step_with_teacher
+            teacher_variables = replicate(teacher.variables, mesh)
+        else:
+            teacher_variables = jax.device_put(teacher.variables)
+    spec = StepSpec(
+        tracker=tracker, optim=optim, total_steps=int(total_steps), mesh=mesh,
+        compute_dtype=jnp.dtype(compute_dtype).name,
+        teacher_tracker=None if teacher is None else teacher.tracker,
+        teacher_weights=None if teacher is None else teacher.weights,
+    )
+    return TrainStep(spec, teacher_variables, donate)
