@@ -15,7 +15,7 @@ Dua-Loss against the clean prediction, one crop (batch 1), all jitted, medians a
 2. forward+backward: value and gradient of the Dua-Loss w.r.t. the search crop;
 3. PGD-10 (``attacks.attack_crops(..., target="search")``, ε 8, step 2, random start) and
    PGD-10 / (10 × fwd+bwd) — target ≤ 1.1;
-4. one ``step`` of ``robust.wrap(tracker, attack=OnlineAttack(attack_config("pgd", 8, 10), loss="dua",
+4. one ``step`` of ``robust.wrap(tracker, variables, attack=OnlineAttack(attack_config("pgd", 8, 10), loss="dua",
    target="search"))`` after ``init`` and its ratio to (clean step + 10 × fwd+bwd) — target ≤ 1.15;
 5. ``init`` with template refinement (``robust.Refinement(steps=16)``, the family loss) minus the clean ``init``, against
    16 × (fwd+bwd of the refinement loss w.r.t. the template crop) — target ≤ 1.1;
@@ -52,7 +52,7 @@ from tqdm import tqdm
 from jaxtrack import attacks, robust, tracking
 from jaxtrack.attacks.refine import family_refinement_loss, refinement_problem
 from jaxtrack.data.sequence import load_otb_folder
-from jaxtrack.defense import DefenseUNet, apply_defense, defended, load_defense
+from jaxtrack.defense import DefenseUNet, apply_defense, defended, defended_variables, load_defense
 from jaxtrack.defense.checkpoint import bundled_defense
 from jaxtrack.fileio import atomic_write_text
 from jaxtrack.paths import shared_data_dir
@@ -146,15 +146,15 @@ def first_call_seconds(fn) -> float:
 
 def online_fns(tracker, variables, frames, box0) -> tuple[dict, float]:
     """4 and 7: clean step, attacked step; and the wall time of the attacked step's first (compiling) call."""
-    attacked = robust.wrap(tracker, attack=online_attack())
-    attacked_step = step_fn(attacked, variables, frames, box0)
+    attacked = robust.wrap(tracker, variables, attack=online_attack())
+    attacked_step = step_fn(*attacked, frames, box0)
     first = first_call_seconds(attacked_step)
     return {"step": step_fn(tracker, variables, frames, box0), "attacked_step": attacked_step}, first
 
 
 def refine_fns(tracker, variables, frames, box0) -> dict:
     """5: clean init, init with N-step refinement, fwd+bwd of the refinement loss w.r.t. the template crop."""
-    refined = robust.wrap(tracker, refine=robust.Refinement(steps=REFINE_STEPS))
+    refined, _ = robust.wrap(tracker, variables, refine=robust.Refinement(steps=REFINE_STEPS))
     z0, x0, gt, _ = jax.jit(refinement_problem, static_argnums=0)(tracker, variables, frames[0], box0)
     grad = jax.jit(jax.value_and_grad(family_refinement_loss, argnums=2), static_argnums=0)
     return {
@@ -178,15 +178,15 @@ def family_defense(name: str):
 def adaptive_fns(tracker, variables, frames, box0, unet: DefenseUNet, unet_variables, x) -> dict:
     """6: clean defended step, adaptive attacked defended step, U-Net fwd+bwd w.r.t. the search crop."""
 
-    def defense(t):
-        return defended(t, unet_variables, where="both", unet=unet)
+    def defense(t, v):
+        return defended(t, where="both", unet=unet), defended_variables(v, unet_variables)
 
     cotangent = jax.random.normal(jax.random.key(1), x.shape)
     unet_grad = jax.jit(jax.grad(lambda c: jnp.vdot(apply_defense(unet, unet_variables, c), cotangent)))
-    adaptive = robust.wrap(tracker, defense=defense, attack=online_attack(), adaptive=True)
+    adaptive = robust.wrap(tracker, variables, defense=defense, attack=online_attack(), adaptive=True)
     return {
-        "defended_step": step_fn(robust.wrap(tracker, defense=defense), variables, frames, box0),
-        "adaptive_step": step_fn(adaptive, variables, frames, box0),
+        "defended_step": step_fn(*robust.wrap(tracker, variables, defense=defense), frames, box0),
+        "adaptive_step": step_fn(*adaptive, frames, box0),
         "unet_fwd_bwd": lambda: unet_grad(x),
     }
 
@@ -357,7 +357,7 @@ def batch_per_frame_ms(name: str, frames, box0, repeats: int) -> dict:
     """``track_batch`` of the attacked tracker on B = 1 and 4 copies of the 4-frame clip: ms per sequence-frame."""
     tracker = tracking.create(name)
     variables = load_weights(tracker, family_weights(name) or "random").variables
-    attacked = robust.wrap(tracker, attack=online_attack())
+    attacked, _ = robust.wrap(tracker, variables, attack=online_attack())
     fns = {}
     for b in (1, 4):
         fb, bb, lb = np.stack([frames] * b), np.stack([box0] * b), np.full(b, len(frames))

@@ -37,7 +37,7 @@ import numpy as np
 
 from jaxtrack import tracking
 from jaxtrack.data.sequence import load_otb_folder
-from jaxtrack.defense import apply_defense, defended
+from jaxtrack.defense import apply_defense, defended, defended_variables
 from jaxtrack.models.unet import DefenseUNet
 from jaxtrack.paths import shared_data_dir
 from jaxtrack.timing import interleaved
@@ -93,17 +93,18 @@ def main(argv=None):
     for name in args.models.split(","):
         tracker = tracking.create(name)
         variables = tracker.init_variables(jax.random.key(0))
-        d_search = defended(tracker, uv, where="search", unet=unet)
-        d_both = defended(tracker, uv, where="both", unet=unet)
+        d_search = defended(tracker, where="search", unet=unet)
+        d_both = defended(tracker, where="both", unet=unet)
+        dvars = defended_variables(variables, uv)
         state = tracker.init(variables, frames[0], box0)
-        state_s = d_search.init(variables, frames[0], box0)
-        state_b = d_both.init(variables, frames[0], box0)
+        state_s = d_search.init(dvars, frames[0], box0)
+        state_b = d_both.init(dvars, frames[0], box0)
         fns = {
             "step": lambda t=tracker, s=state, v=variables: t.step(v, s, frames[1]),
-            "step_search": lambda t=d_search, s=state_s, v=variables: t.step(v, s, frames[1]),
-            "step_both": lambda t=d_both, s=state_b, v=variables: t.step(v, s, frames[1]),
+            "step_search": lambda t=d_search, s=state_s, v=dvars: t.step(v, s, frames[1]),
+            "step_both": lambda t=d_both, s=state_b, v=dvars: t.step(v, s, frames[1]),
             "init": lambda t=tracker, v=variables: t.init(v, frames[0], box0),
-            "init_both": lambda t=d_both, v=variables: t.init(v, frames[0], box0),
+            "init_both": lambda t=d_both, v=dvars: t.init(v, frames[0], box0),
         }
         t = interleaved(fns, args.rounds, args.iters)
         c = tracker.config
@@ -145,18 +146,18 @@ def under_attack_table(args, unet, uv, frames, box0) -> None:
         tracker = tracking.create(name)
         variables = tracker.init_variables(jax.random.key(0))
 
-        def defense(t):
-            return defended(t, uv, where="both", unet=unet)
+        def defense(t, v):
+            return defended(t, where="both", unet=unet), defended_variables(v, uv)
 
         trackers = {
-            "step": tracker,
-            "defended": defense(tracker),
-            "attacked": robust.wrap(tracker, attack=attack),
-            "non_adaptive": robust.wrap(tracker, defense=defense, attack=attack, adaptive=False),
-            "adaptive": robust.wrap(tracker, defense=defense, attack=attack, adaptive=True),
+            "step": (tracker, variables),
+            "defended": defense(tracker, variables),
+            "attacked": robust.wrap(tracker, variables, attack=attack),
+            "non_adaptive": robust.wrap(tracker, variables, defense=defense, attack=attack, adaptive=False),
+            "adaptive": robust.wrap(tracker, variables, defense=defense, attack=attack, adaptive=True),
         }
-        states = {k: t.init(variables, frames[0], box0) for k, t in trackers.items()}
-        fns = {k: (lambda t=t, s=states[k]: t.step(variables, s, frames[1])) for k, t in trackers.items()}
+        states = {k: t.init(v, frames[0], box0) for k, (t, v) in trackers.items()}
+        fns = {k: (lambda t=t, v=v, s=states[k]: t.step(v, s, frames[1])) for k, (t, v) in trackers.items()}
         fns["unet_fb"] = lambda: unet_fb(x)
         t = {k: v * 1e3 for k, v in interleaved(fns, args.rounds, args.iters).items()}
         na_parts = t["attacked"] + t["defended"] - t["step"]  # the defended step replaces the attacked one's own

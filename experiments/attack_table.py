@@ -6,7 +6,7 @@ Run (the README's figures)::
     .venv/bin/python experiments/attack_table.py --grid headline
     .venv/bin/python experiments/attack_table.py --grid full --otb-sequences all      # issue 5's whole grid
 
-Each cell is one tracker (``robust.wrap(tracker, attack=...)``) run by the benchmark runner into
+Each cell is one tracker (``robust.wrap(tracker, variables, attack=...)``) run by the benchmark runner into
 ``--results`` (pysot layout, resumable: an interrupted run re-runs nothing already written), then scored with
 pysot's OTB metrics. Writes ``docs/attack_table.md`` (tables) and ``docs/attack_table.png`` (AUC vs ε per attack).
 
@@ -79,9 +79,10 @@ def run(argv: list[str] | None = None) -> None:
         base = tracking.create(model)
         for label, (dataset, seqs) in sets.items():
             for cell in [None] + cells:
-                tracker = base if cell is None else robust.wrap(base, attack=cell.online())
+                tracker, cell_variables = (base, variables) if cell is None else robust.wrap(
+                    base, variables, attack=cell.online())
                 start = time.perf_counter()
-                run_dataset(tracker, variables, seqs, args.results, dataset, tracker.name, progress=True)
+                run_dataset(tracker, cell_variables, seqs, args.results, dataset, tracker.name, progress=True)
                 seconds = time.perf_counter() - start
                 scores = score_results(args.results, dataset, seqs, trackers=[tracker.name])[tracker.name]
                 rows.append((model, label, cell, scores, seconds))

@@ -97,9 +97,11 @@ class Cell:
         cfg = attack_config(self.attack, self.eps, self.steps, restarts=self.restarts)
         return OnlineAttack(cfg, loss=self.loss, target="search")
 
-    def tracker(self, base):
+    def tracker(self, base, variables):
+        """``(tracker, variables)`` of this cell (:func:`jaxtrack.robust.wrap`)."""
         defense = None if self.condition in ("clean", "attacked") else robust.Defense(self.defense, self.where)
-        return robust.wrap(base, defense=defense, attack=self.online(), adaptive=self.condition == "adaptive")
+        return robust.wrap(base, variables, defense=defense, attack=self.online(),
+                           adaptive=self.condition == "adaptive")
 
     def attack_text(self) -> str:
         if self.attack is None:
@@ -222,7 +224,7 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
         dataset, seqs = data[set_name]
         for cell in cells:
             try:
-                tracker = cell.tracker(base)
+                tracker, cell_variables = cell.tracker(base, variables)
             except ValueError as err:  # e.g. no shipped defense for this model
                 print(f"skipping {model} {cell}: {err}")
                 continue
@@ -231,7 +233,7 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
                 print(f"not run (--cached-only): {model} {set_name} {tracker.name}")
                 continue
             start = time.perf_counter()
-            run_dataset(tracker, variables, seqs, results, dataset, tracker.name, progress=True)
+            run_dataset(tracker, cell_variables, seqs, results, dataset, tracker.name, progress=True)
             seconds = time.perf_counter() - start
             timing = Path(results) / "cell_seconds.json"  # the time of the run that did the tracking
             times = json.loads(timing.read_text()) if timing.is_file() else {}
@@ -261,14 +263,15 @@ def convergence(model: str, variables, pairs: int, steps: int, restarts: int, ep
     card = read_defense_card(path)
     config = get_defense_config(card["info"]["config_name"])  # the recipe that trained the shipped U-Net
     base = tracking.create(model)
-    defended = defended_from_checkpoint(base, "bundled", where="both")
+    defended, dvars = defended_from_checkpoint(base, variables, "bundled", where="both")
     data = heldout_pairs(config, base, workdir / f"pairs_{model}", pairs=pairs, seed=2000)
     z = jnp.asarray(data["template"], jnp.float32)
     x = jnp.asarray(data["search"], jnp.float32)
     ref = gt_ref_boxes(jnp.asarray(data["box"], jnp.float32), base.config.instance_size)
 
     def dense(t, zz, xx):
-        s, b = t.dense_predictions(t.head(variables, t.embed_template(variables, zz[None]), xx[None]))
+        v = dvars if t is defended else variables
+        s, b = t.dense_predictions(t.head(v, t.embed_template(v, zz[None]), xx[None]))
         return s[0], b[0]
 
     def iou(t, zz, xx, r):
@@ -327,13 +330,13 @@ def cost(model: str, variables, iters: int) -> dict:
     f0, f1 = seq.frame(0), seq.frame(1)
     box0 = seq.ground_truth[0].astype(np.float32)
     base = tracking.create(model)
-    d = defended_from_checkpoint(base, "bundled", where="both")
+    d, dvars = defended_from_checkpoint(base, variables, "bundled", where="both")
     crop = np.asarray(base.search_crop(f1, *base.box_to_center_size(jnp.asarray(box0)),
                                        channel_average(f1))[0])
-    s0, s1 = base.init(variables, f0, box0), d.init(variables, f0, box0)
+    s0, s1 = base.init(variables, f0, box0), d.init(dvars, f0, box0)
     defend = jax.jit(d.defend)
-    t = interleaved({"step": lambda: base.step(variables, s0, f1), "defended": lambda: d.step(variables, s1, f1),
-                     "unet": lambda: defend(crop)}, rounds=max(1, iters // 5), iters=5)
+    t = interleaved({"step": lambda: base.step(variables, s0, f1), "defended": lambda: d.step(dvars, s1, f1),
+                     "unet": lambda: defend(dvars, crop)}, rounds=max(1, iters // 5), iters=5)
     return {"step_ms": t["step"] * 1e3, "defended_ms": t["defended"] * 1e3, "unet_ms": t["unet"] * 1e3,
             "share": 1.0 - t["step"] / t["defended"], "crop": int(base.config.instance_size)}
 

@@ -72,8 +72,8 @@ def _add_robustness_args(p) -> None:
                         "ignores the defense, the non-adaptive setting)")
 
 
-def _robust_tracker(tracker, args):
-    """The tracker wrapped as --defense/--refine-template/--attack ask (unchanged without them)."""
+def _robust_tracker(tracker, variables, args):
+    """``(tracker, variables)`` wrapped as --defense/--refine-template/--attack ask (unchanged without them)."""
     from jaxtrack import robust
     from jaxtrack.attacks import OnlineAttack, attack_config
 
@@ -86,7 +86,7 @@ def _robust_tracker(tracker, args):
         attack = OnlineAttack(config, loss=args.loss, target=args.target, warm_start=args.warm_start,
                               seed=args.attack_seed)
     defense = robust.Defense(args.defense, args.defense_where, args.defense_transfer) if args.defense else None
-    return robust.wrap(tracker, defense=defense, refine=refine, attack=attack, adaptive=args.adaptive)
+    return robust.wrap(tracker, variables, defense=defense, refine=refine, attack=attack, adaptive=args.adaptive)
 
 
 def cmd_track(args) -> int:
@@ -105,7 +105,7 @@ def cmd_track(args) -> int:
     variables, is_random = _variables(tracker, args.weights)
     if is_random:
         print(f"note: no --weights given, {args.model} runs with RANDOM weights (boxes are not meaningful)")
-    tracker = _robust_tracker(tracker, args)
+    tracker, variables = _robust_tracker(tracker, variables, args)
     result = run_sequence(tracker, variables, sequence, init_box=args.init, chunk_size=args.chunk_size)
     write_boxes(args.out, result.boxes)
     msg = f"{sequence.name}: {len(result.boxes)} boxes written to {args.out} ({result.fps:.1f} frames/s incl. compile)"
@@ -202,7 +202,7 @@ def cmd_eval(args) -> int:
         sequences = [s.head(args.max_frames) for s in sequences]
     tracker = create(args.model)
     variables, is_random = _variables(tracker, args.weights)
-    tracker = _robust_tracker(tracker, args)
+    tracker, variables = _robust_tracker(tracker, variables, args)
     name = args.name or (tracker.name + ("-random" if is_random else ""))
     if is_random:
         print(f"note: no --weights given, {args.model} runs with RANDOM weights; results go to tracker name {name!r}")

@@ -47,17 +47,18 @@ class DemoConfig:
     refine_steps: int = 16
     defend: bool = True  # a row with the shipped DuaLossDef U-Net under the same attack (non-adaptive)
 
-    def variants(self, tracker):
-        """(label, tracker) pairs shown for one model: clean, then attacked and refined for ``robust_models``."""
-        out = [("clean", tracker)]
+    def variants(self, tracker, variables):
+        """(label, tracker, variables) shown for one model: clean, then attacked and refined for
+        ``robust_models``."""
+        out = [("clean", tracker, variables)]
         if tracker.name in self.robust_models:
             attack = OnlineAttack(attack_config(self.attack, self.attack_eps, self.attack_steps), loss=self.attack_loss)
-            out.append((f"attacked: {attack.describe()}", robust.wrap(tracker, attack=attack)))
+            out.append((f"attacked: {attack.describe()}", *robust.wrap(tracker, variables, attack=attack)))
             if self.defend and bundled_defense(tracker.name) is not None:
-                defended = robust.wrap(tracker, attack=attack, defense=robust.Defense("bundled"))
-                out.append(("defended (shipped U-Net), same attack", defended))
-            refined = robust.wrap(tracker, refine=robust.Refinement(self.refine_steps))
-            out.append((f"template refined ({self.refine_steps} steps)", refined))
+                defended = robust.wrap(tracker, variables, attack=attack, defense=robust.Defense("bundled"))
+                out.append(("defended (shipped U-Net), same attack", *defended))
+            refined = robust.wrap(tracker, variables, refine=robust.Refinement(self.refine_steps))
+            out.append((f"template refined ({self.refine_steps} steps)", *refined))
         return out
 
 
@@ -89,10 +90,10 @@ def run_demo(config: DemoConfig, log=print) -> list[DemoRow]:
     for name in config.models:
         base = create(name)
         loaded = load_weights(base, seed=config.seed)
-        variables, is_random = loaded.variables, loaded.is_random
+        is_random = loaded.is_random
         weights = ("random (untrained)" if is_random else "trained here (shipped)" if loaded.source.startswith(
             "bundled:") else f"pretrained ({loaded.source.rsplit('/', 1)[-1]})")
-        for variant, tracker in config.variants(base):
+        for variant, tracker, variables in config.variants(base, loaded.variables):
             start = time.perf_counter()
             compiled = tracker.compile_track_batch(variables, frames, boxes0, lengths)
             compile_s = time.perf_counter() - start

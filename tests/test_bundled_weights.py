@@ -52,13 +52,13 @@ def test_shipped_defenses_load_fit_their_trackers_and_resolve_by_name():
         assert card["tracker"] == name and transfer_mismatches(card, tracker, card["where"]) == []
         assert card["num_parameters"] < 2_000_000  # a few MB at most
         assert resolve_defense("bundled", name) == bundled_defense(name)
-        d = defended_from_checkpoint(tracker, "bundled")
-        assert d.name == f"{name}_unet-{card['where']}" and d.base is tracker
+        d, dv = defended_from_checkpoint(tracker, {}, "bundled")
+        assert d.name == f"{name}_unet-{card['where']}" and d.base is tracker and set(dv) == {"tracker", "defense"}
     with pytest.raises(ValueError, match="no defense ships for tracker 'siamrpn_alex'"):
         resolve_defense("bundled", "siamrpn_alex")
     with pytest.raises(ValueError, match="family 'nanotrack'"):
-        defended_from_checkpoint(tracking.create("siamrpn_alex"), "bundled:nanotrack_v2")
-    t = defended_from_checkpoint(tracking.create("siamrpn_alex"), "bundled:nanotrack_v2", allow_transfer=True)
+        defended_from_checkpoint(tracking.create("siamrpn_alex"), {}, "bundled:nanotrack_v2")
+    t, _ = defended_from_checkpoint(tracking.create("siamrpn_alex"), {}, "bundled:nanotrack_v2", allow_transfer=True)
     assert t.name == "siamrpn_alex_unet-both-from-nanotrack_v2"
 
 

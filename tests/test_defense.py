@@ -212,9 +212,10 @@ def test_identity_defense_leaves_nanotrack_unchanged_on_otb(nano, crossing):
     tracker, variables = nano
     frames, box0 = crossing
     unet = DefenseUNet(**TINY)
-    d = defended(tracker, unet.init_variables(jax.random.key(0)), where="both", unet=unet)
+    d = defended(tracker, where="both", unet=unet)
+    dvars = defense.defended_variables(variables, unet.init_variables(jax.random.key(0)))
     ref_boxes, ref_scores = tracker.track_sequence(variables, frames, box0)
-    boxes, scores = d.track_sequence(variables, frames, box0)
+    boxes, scores = d.track_sequence(dvars, frames, box0)
     np.testing.assert_allclose(np.asarray(boxes), np.asarray(ref_boxes), atol=1e-3)
     np.testing.assert_allclose(np.asarray(scores), np.asarray(ref_scores), atol=1e-5)
     assert float(np.asarray(scores)[1:].min()) > 0.9  # the real tracker is on the target
@@ -224,27 +225,33 @@ def _same_shapes(a, b) -> bool:
     return jax.tree_util.tree_map(jnp.shape, a) == jax.tree_util.tree_map(jnp.shape, b)
 
 
-def _defended_noisy(tracker, unet_kw):
+def _defended_noisy(tracker, variables, unet_kw):
+    """(defended tracker, its variables) with a non-identity U-Net on both branches."""
     unet = DefenseUNet(**unet_kw)
-    d = defended(tracker, _noisy_unet(unet, scale=0.3), where="both", unet=unet)
+    uv = _noisy_unet(unet, scale=0.3)
+    d = defended(tracker, where="both", unet=unet)
     assert isinstance(d, DefendedTracker) and isinstance(d, tracking.Tracker)
     assert d.name == f"{tracker.name}_unet-both" == d.config.name
     assert d.config.family == tracker.config.family and d.model is tracker.model
-    assert d.base is tracker and d.defense_variables is d.unet_variables
-    return d
+    assert d.base is tracker and d == defended(tracker, where="both", unet=DefenseUNet(**unet_kw))  # by value
+    dvars = defense.defended_variables(variables, uv)
+    assert d.split_variables(dvars) == (variables, uv)
+    with pytest.raises(ValueError, match=r"takes variables \{'tracker'.*got \['batch_stats', 'params'\]"):
+        d.split_variables(variables)  # the tracker's own variables are not the defended tracker's
+    return d, dvars
 
 
-def _check_pieces(d, tracker, variables, frames, box0):
+def _check_pieces(d, dvars, tracker, variables, frames, box0):
     """Every piece of the defended tracker has the shapes of the undefended one's (traced, not compiled)."""
 
-    def pieces(t):
-        state = t.init_pure(variables, frames[0], box0)
+    def pieces(t, v):
+        state = t.init_pure(v, frames[0], box0)
         z = t.template_crop(frames[0], state.center, state.size, state.channel_avg)
         x, scale = t.search_crop(frames[1], state.center, state.size, state.channel_avg)
-        raw = t.head(variables, t.embed_template(variables, z), x)
-        return state, z, x, scale, raw, t.dense_predictions(raw), t.step_pure(variables, state, frames[1])
+        raw = t.head(v, t.embed_template(v, z), x)
+        return state, z, x, scale, raw, t.dense_predictions(raw), t.step_pure(v, state, frames[1])
 
-    assert _same_shapes(jax.eval_shape(lambda: pieces(d)), jax.eval_shape(lambda: pieces(tracker)))
+    assert _same_shapes(jax.eval_shape(lambda: pieces(d, dvars)), jax.eval_shape(lambda: pieces(tracker, variables)))
 
 
 def _check_batch(d, variables, frames, box0, n_short=3):
@@ -264,12 +271,12 @@ def test_defended_nanotrack_keeps_the_interface(nano, crossing):
     lower under jit, track_batch runs (vmap over a lax.scan) and the defense changes the track."""
     tracker, variables = nano
     frames, box0 = crossing
-    d = _defended_noisy(tracker, TINY)
-    _check_pieces(d, tracker, variables, frames, box0)
-    state = jax.eval_shape(d.init_pure, variables, frames[0], box0)
-    jax.jit(d.init_pure).lower(variables, frames[0], box0)  # traced and lowered under jit (compiled in the SiamFC++ test)
-    jax.jit(d.step_pure).lower(variables, state, frames[1])
-    boxes, _ = _check_batch(d, variables, frames, box0)
+    d, dvars = _defended_noisy(tracker, variables, TINY)
+    _check_pieces(d, dvars, tracker, variables, frames, box0)
+    state = jax.eval_shape(d.init_pure, dvars, frames[0], box0)
+    jax.jit(d.init_pure).lower(dvars, frames[0], box0)  # traced and lowered under jit (compiled in the SiamFC++ test)
+    jax.jit(d.step_pure).lower(dvars, state, frames[1])
+    boxes, _ = _check_batch(d, dvars, frames, box0)
     undefended, _ = tracker.track_sequence(variables, frames, box0)  # compiled once for the module
     assert np.abs(boxes - np.asarray(undefended)).max() > 1e-2  # the defense is in the path
 
@@ -286,13 +293,13 @@ def test_defended_siamfcpp_keeps_the_interface(siamfcpp):
     tracker, variables = siamfcpp
     frames = _frames(n=5)
     box0 = np.array([30, 40, 30, 30], np.float32)
-    d = _defended_noisy(tracker, {"depth": 3, "width": 4, "groups": 2, "down": "pool"})
-    _check_pieces(d, tracker, variables, frames, box0)
-    boxes, scores = _check_batch(d, variables, frames, box0)
-    state = d.init(variables, frames[0], box0)
+    d, dvars = _defended_noisy(tracker, variables, {"depth": 3, "width": 4, "groups": 2, "down": "pool"})
+    _check_pieces(d, dvars, tracker, variables, frames, box0)
+    boxes, scores = _check_batch(d, dvars, frames, box0)
+    state = d.init(dvars, frames[0], box0)
     loop, loop_scores = [box0], [1.0]
     for frame in frames[1:]:
-        state, box, score = d.step(variables, state, frame)
+        state, box, score = d.step(dvars, state, frame)
         loop.append(np.asarray(box))
         loop_scores.append(float(score))
     np.testing.assert_allclose(boxes, np.stack(loop), atol=1e-3)
@@ -351,18 +358,19 @@ def test_where_selects_the_branch():
     np.testing.assert_allclose(np.asarray(defend(uv, x[None])[0]), np.asarray(ux), atol=1e-4)
     assert float(jnp.abs(uz - z).max()) > 1.0 and float(jnp.abs(ux - x).max()) > 1.0
     emb = TOY.embed_template(TOY_VARS, z)
+    dv = defense.defended_variables(TOY_VARS, uv)
     for where in defense.WHERE:
-        d = defended(TOY, uv, where=where, unet=unet)
+        d = defended(TOY, where=where, unet=unet)
         assert d.name == f"toy_unet-{where}"
         want_z = z if where == "search" else uz
         want_x = x if where == "template" else ux
-        got = jax.jit(lambda z, x, d=d: (d.embed_template(TOY_VARS, z), d.head(TOY_VARS, emb, x), d.head(TOY_VARS, emb, x[None])))
+        got = jax.jit(lambda z, x, d=d: (d.embed_template(dv, z), d.head(dv, emb, x), d.head(dv, emb, x[None])))
         want = (TOY.embed_template(TOY_VARS, want_z), TOY.head(TOY_VARS, emb, want_x), TOY.head(TOY_VARS, emb, want_x[None]))
         _assert_trees_close(got(z, x), want, 1e-5)
     with pytest.raises(ValueError, match="where must be one of"):
-        defended(TOY, uv, where="frame", unet=unet)
+        defended(TOY, where="frame", unet=unet)
     with pytest.raises(TypeError, match="wraps a jaxtrack Tracker"):
-        defended(object(), uv, unet=unet)
+        defended(object(), unet=unet)
 
 
 def test_adaptive_gradient_flows_through_the_unet_and_matches_finite_differences():
@@ -379,11 +387,13 @@ def test_adaptive_gradient_flows_through_the_unet_and_matches_finite_differences
     with jax.enable_x64(True):
         f64 = lambda t: jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), t)
         variables, uv = f64(TOY_VARS), f64(uv32)
-        d = defended(TOY, uv, where="both", unet=unet)
-        template = jax.jit(d.embed_template)(variables, jnp.asarray(z))
+        d = defended(TOY, where="both", unet=unet)
+        dv = defense.defended_variables(variables, uv)
+        template = jax.jit(d.embed_template)(dv, jnp.asarray(z))
 
         def loss(t, xx):
-            scores, boxes = t.dense_predictions(t.head(variables, template, xx))
+            v = dv if t is d else variables
+            scores, boxes = t.dense_predictions(t.head(v, template, xx))
             return jnp.sum(scores[0] * w_score) + jnp.sum(boxes[0] * w_box)
 
         value_and_grad = jax.jit(jax.value_and_grad(lambda xx: loss(d, xx)))
@@ -397,7 +407,7 @@ def test_adaptive_gradient_flows_through_the_unet_and_matches_finite_differences
         assert abs(analytic) > 1e-3
         assert abs(analytic - fd) <= 1e-6 * max(1.0, abs(analytic)), (analytic, fd)
         # straight-through (the undefended gradient at U(x)) would be another number
-        ux = jax.jit(d.defend)(jnp.asarray(x))
+        ux = jax.jit(d.defend)(dv, jnp.asarray(x))
         straight = float(jnp.sum(jax.jit(jax.grad(lambda xx: loss(TOY, xx)))(ux) * direction))
         assert abs(straight - analytic) > 1e-2 * abs(analytic), (straight, analytic)
 
@@ -406,16 +416,17 @@ def test_attacks_run_through_the_defense():
     """attacks.attack_crops (jitted, the tracker a static argument) on a defended tracker, both crops: the
     adaptive attack differentiates through the U-Net, and differs from the attack on the undefended tracker."""
     unet = DefenseUNet(depth=1, width=4, groups=2)
-    d = defended(TOY, _noisy_unet(unet, scale=0.2), where="both", unet=unet)
+    d = defended(TOY, where="both", unet=unet)
+    dv = defense.defended_variables(TOY_VARS, _noisy_unet(unet, scale=0.2))
     rng = np.random.default_rng(0)
     z = rng.uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
     x = rng.uniform(0, 255, (2, 24, 24, 3)).astype(np.float32)
     ref = np.array([[0.0, 0.0, 6.0, 7.0]] * 2, np.float32)
     config = attacks.bim(8.0, steps=3, step_size=2.0)
     adv = {}
-    for t in (d, TOY):
+    for t, v in ((d, dv), (TOY, TOY_VARS)):
         z_adv, x_adv, losses = attacks.attack_crops(
-            t, TOY_VARS, z, x, ref, attacks.dua_loss, config, target="both", return_losses=True
+            t, v, z, x, ref, attacks.dua_loss, config, target="both", return_losses=True
         )
         for a, clean in ((z_adv, z), (x_adv, x)):
             change = np.abs(np.asarray(a) - clean).max()
@@ -423,13 +434,20 @@ def test_attacks_run_through_the_defense():
         assert np.all(np.asarray(losses)[:, -1] >= np.asarray(losses)[:, 0])  # the attack raises its loss
         adv[t.name] = np.asarray(x_adv)
     assert np.abs(adv[d.name] - adv["toy"]).max() > 1.0
+    # online: the non-adaptive attacker (the undefended surrogate) is handed the tracker's part of the variables,
+    # one level per defense it lacks; the adaptive one gets them all
+    assert attacks.attacked(d, config, surrogate=TOY).attacker_variables(dv) is TOY_VARS
+    assert attacks.attacked(d, config).attacker_variables(dv) is dv
+    nested, nested_vars = defended(d, where="template", unet=unet), defense.defended_variables(dv, {"params": 0})
+    assert attacks.attacked(nested, config, surrogate=d).attacker_variables(nested_vars) is dv
+    assert attacks.attacked(nested, config, surrogate=TOY).attacker_variables(nested_vars) is TOY_VARS
 
 
 def test_delegation_to_the_family_including_opencv_nanotrack():
     base = tracking.create("nanotrack_v2_opencv")
     unet = DefenseUNet(**TINY)
     uv = unet.init_variables(jax.random.key(0))
-    d = defended(base, uv, where="search", unet=unet)
+    d = defended(base, where="search", unet=unet)
     np.testing.assert_array_equal(d.window, base.window)  # OpenCV's sqrt Hanning window, not pysot's
     np.testing.assert_array_equal(d.grid, base.grid)
     np.testing.assert_array_equal(d.points, base.points)
@@ -452,11 +470,12 @@ def test_delegation_to_the_family_including_opencv_nanotrack():
         d._check_score_size(jnp.zeros((1, 5, 5, 2)))  # a family method runs on the wrapper
     with pytest.raises(AttributeError):
         d.no_such_attribute  # noqa: B018
-    assert hash(d) != hash(base) and d != base and {d: 1}[d] == 1  # hashable by identity (a static jit argument)
-    anchors = defended(tracking.create("siamrpn_alex"), uv, unet=unet)
+    assert d != base and {d: 1}[defended(base, where="search", unet=DefenseUNet(**TINY))] == 1  # hashable by value
+    assert d != defended(base, where="both", unet=unet) and d != defended(base, where="search", unet=DefenseUNet())
+    anchors = defended(tracking.create("siamrpn_alex"), unet=unet)
     np.testing.assert_array_equal(anchors.anchors, tracking.create("siamrpn_alex").anchors)
     assert dataclasses.replace(d, where="both").config.name == "nanotrack_v2_opencv_unet-both"
-    nested = defended(d, uv, where="template", unet=unet)
+    nested = defended(d, where="template", unet=unet)
     assert nested.name == "nanotrack_v2_opencv_unet-search_unet-template"
     np.testing.assert_array_equal(nested.grid, base.grid)
 
@@ -470,7 +489,7 @@ def test_defense_checkpoint_round_trip(tmp_path):
     uv = _noisy_unet(unet)
     meta = defense.defense_meta(unet, tracker, "both", info={"loss": "dua", "eps": 8})
     assert meta["crop_sizes"] == {"template": 127, "search": 255} and meta["family"] == "nanotrack"
-    nested = defended(defended(tracker, uv, "search", unet), uv, "template", unet)
+    nested = defended(defended(tracker, "search", unet), "template", unet)
     assert defense.defense_meta(unet, nested, "search")["tracker"] == "nanotrack_v2"  # the tracker underneath
     path = defense.save_defense(tmp_path / "def", uv, meta)
     card = json.loads((path / "card.json").read_text())
@@ -485,11 +504,15 @@ def test_defense_checkpoint_round_trip(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert jax.tree_util.tree_structure(uv) == jax.tree_util.tree_structure(loaded)
 
-    d = defense.defended_from_checkpoint(tracker, path)
+    tv = {"params": {"w": np.ones(2, np.float32)}}  # stands for the tracker's variables: passed through as given
+    d, dv = defense.defended_from_checkpoint(tracker, tv, path)
     assert d.where == "both" and d.unet == unet and d.name == "nanotrack_v2_unet-both-def"
-    assert defense.defended_from_checkpoint(tracker, path, where="search").where == "search"
+    assert dv["tracker"] is tv and set(dv) == {"tracker", "defense"}
+    for a, b in zip(jax.tree_util.tree_leaves(uv), jax.tree_util.tree_leaves(dv["defense"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert defense.defended_from_checkpoint(tracker, tv, path, where="search")[0].where == "search"
     # same family and crop sizes, another tracker of it: allowed
-    assert defense.defended_from_checkpoint(tracking.create("nanotrack_v3"), path).base.name == "nanotrack_v3"
+    assert defense.defended_from_checkpoint(tracking.create("nanotrack_v3"), tv, path)[0].base.name == "nanotrack_v3"
 
     with pytest.raises(FileExistsError, match="already exists"):
         defense.save_defense(path, uv, meta)
@@ -517,7 +540,7 @@ def test_defense_folders_of_earlier_releases_still_load(tmp_path):
     assert loaded_unet == unet
     for a, b in zip(jax.tree_util.tree_leaves(uv), jax.tree_util.tree_leaves(loaded)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert defense.defended_from_checkpoint(tracker, path).where == "search"
+    assert defense.defended_from_checkpoint(tracker, {}, path)[0].where == "search"
     (path / "card.json").write_text(json.dumps({**card, "what": "tracker"}))
     with pytest.raises(ValueError, match="not a defense card"):
         defense.load_defense(path)
@@ -532,16 +555,17 @@ def test_defense_checkpoint_mismatches_are_refused(tmp_path):
 
     # another family
     with pytest.raises(ValueError, match="family 'nanotrack'.*'siamfcpp_alexnet' is family 'siamfcpp'") as err:
-        defense.defended_from_checkpoint(tracking.create("siamfcpp_alexnet"), path)
+        defense.defended_from_checkpoint(tracking.create("siamfcpp_alexnet"), {}, path)
     assert card in str(err.value) and "allow_transfer=True" in str(err.value)
     # another crop size
     with pytest.raises(ValueError, match="template crop size: trained on 127x127, tracker 'nanotrack_v2' uses 135x135"):
-        defense.defended_from_checkpoint(tracking.create("nanotrack_v2", exemplar_size=135), path)
+        defense.defended_from_checkpoint(tracking.create("nanotrack_v2", exemplar_size=135), {}, path)
     # a branch it was not trained on
     with pytest.raises(ValueError, match="trained on template crops only, not on search crops"):
-        defense.defended_from_checkpoint(nano, path, where="both")
+        defense.defended_from_checkpoint(nano, {}, path, where="both")
     # transfer experiments deploy it anyway
-    d = defense.defended_from_checkpoint(tracking.create("siamfcpp_alexnet"), path, where="both", allow_transfer=True)
+    d, _ = defense.defended_from_checkpoint(tracking.create("siamfcpp_alexnet"), {}, path, where="both",
+                                            allow_transfer=True)
     assert d.name == "siamfcpp_alexnet_unet-both-nano_tmpl-from-nanotrack_v2"
 
     # a card whose U-Net hyper-parameters do not match the stored tree

@@ -379,13 +379,13 @@ def test_exported_defense_loads_and_tracks(full_run, tracker, variables, data_ro
     assert info["training_data"]["source"] == "synthetic" and info["training_data"]["synthetic_seed"] == 7
     assert info["attack"]["loss"] == "dua" and info["attack_through_defense"] is False
 
-    d = defended_from_checkpoint(tracker, result.workdir / C.DEFENSE_DIR)
-    assert d.where == "both" and max_abs_diff(d.unet_variables["params"], result.params) == 0.0
+    d, dvars = defended_from_checkpoint(tracker, variables, result.workdir / C.DEFENSE_DIR)
+    assert d.where == "both" and max_abs_diff(dvars["defense"]["params"], result.params) == 0.0
     assert float(np.abs(np.asarray(result.params["out"]["kernel"])).max()) > 0  # trained: no longer the identity
-    assert T.load_trained_defense(tracker, result.workdir).name == d.name
+    assert T.load_trained_defense(tracker, variables, result.workdir)[0] == d
     seq = load_dataset("synthetic", data_root)[0]
     frames = np.stack([seq.frame(i) for i in range(5)])
-    boxes, scores = d.track_sequence(variables, frames, np.asarray(seq.ground_truth[0], np.float32))
+    boxes, scores = d.track_sequence(dvars, frames, np.asarray(seq.ground_truth[0], np.float32))
     boxes, scores = np.asarray(boxes), np.asarray(scores)
     assert boxes.shape == (5, 4) and np.isfinite(boxes).all() and np.isfinite(scores).all()
     assert (boxes[:, 2:] > 0).all()

@@ -187,15 +187,16 @@ def test_refined_tracker_uses_the_refined_template_and_runs_vmapped(nano, crossi
 def test_robust_wrap_stacks_refinement_under_the_attack(nano):
     tracker, _ = nano
     attack = attacks.OnlineAttack(attacks.attack_config("fgsm", eps=2.0))
-    t = robust.wrap(tracker, refine=robust.Refinement(steps=2), attack=attack)
-    assert isinstance(t, attacks.AttackedTracker) and isinstance(t.base, attacks.RefinedTracker)
+    t, v = robust.wrap(tracker, "vars", refine=robust.Refinement(steps=2), attack=attack)
+    assert v == "vars" and isinstance(t, attacks.AttackedTracker) and isinstance(t.base, attacks.RefinedTracker)
     assert t.base.base is tracker and t.innermost is tracker
     assert t.name == "nanotrack_v2_refine2_fgsm-dua-search-eps2"
     # a non-adaptive attack on a defended stack takes its gradients from the undefended one
     marker = attacks.refined(tracker, steps=5)  # any wrapper stands in for a defense here
-    t2 = robust.wrap(tracker, defense=lambda b: attacks.refined(b, steps=5), attack=attack, adaptive=False)
+    t2, _ = robust.wrap(tracker, "vars", defense=lambda b, v: (attacks.refined(b, steps=5), v), attack=attack,
+                        adaptive=False)
     assert t2.base == marker and t2.surrogate is tracker
-    assert robust.wrap(tracker) is tracker
+    assert robust.wrap(tracker, "vars") == (tracker, "vars")
 
 
 def test_online_attack_validates_its_settings():

@@ -179,7 +179,8 @@ def test_overflowing_network_gives_finite_boxes_and_a_warning(tracker_and_vars):
 def test_equal_trackers_are_equal_data_and_share_compiled_programs():
     """Trackers and their wrappers are plain values: built twice with the same settings they are equal, hash alike
     and run the program compiled for the first (JAX's jit cache holds one entry for both); another setting is
-    another tracker and another program. A defended tracker holds U-Net arrays and stays one object."""
+    another tracker and another program. A defended tracker is plain data too (its U-Net arrays travel in the
+    variables)."""
     from jaxtrack import attacks
     from jaxtrack.tracking import base
 
@@ -206,5 +207,5 @@ def test_equal_trackers_are_equal_data_and_share_compiled_programs():
 
     from jaxtrack.defense import defended
 
-    unet_variables = {"params": {"w": np.zeros(1, np.float32)}}  # never run: only identity is checked
-    assert defended(a, unet_variables) != defended(a, unet_variables)
+    assert defended(a) == defended(b) and hash(defended(a)) == hash(defended(b))  # plain data: by value
+    assert defended(a) != defended(a, where="search") and defended(a) != defended(other)

@@ -20,7 +20,9 @@ levels), as in RTAA/CSA/SPARK.
 
 Gradients come from ``surrogate`` (default: the attacked tracker itself, white box). With a defended tracker,
 ``surrogate=defended.base`` is the non-adaptive attack (the attacker ignores the defense) and the default is the
-adaptive one (gradients through the U-Net). The surrogate must take the same ``variables``.
+adaptive one (gradients through the U-Net). The surrogate takes the same ``variables``, or, when it lacks
+array-holding wrappers of the attacked stack (the undefended tracker under a defended one), the part it owns
+(``variables["tracker"]``).
 
 PRNG: the attack of frame ``t`` uses ``fold_in(key(seed), t)`` (random starts, RTAA's pseudo box), so results are
 deterministic and equal whether a sequence is tracked whole, in chunks or in a batch.
@@ -42,7 +44,7 @@ from jaxtrack.tracking.branches import check_where
 from jaxtrack.attacks.losses import LOSSES, best_box
 from jaxtrack.tracking.base import Tracker, TrackState, check_frame_shape
 from jaxtrack.tracking.crop import channel_average
-from jaxtrack.tracking.wrapper import TrackerWrapper
+from jaxtrack.tracking.wrapper import TrackerWrapper, inner_variables, variable_levels
 
 __all__ = ["ATTACKS", "AttackedState", "AttackedTracker", "OnlineAttack", "attack_config", "attacked"]
 
@@ -170,6 +172,17 @@ class AttackedTracker(TrackerWrapper):
     def attacker(self) -> Tracker:
         return self.base if self.surrogate is None else self.surrogate
 
+    def attacker_variables(self, variables):
+        """The :attr:`attacker`'s variables: ``variables`` themselves, or, for a surrogate with fewer
+        array-holding wrappers than ``base`` (the undefended tracker under a defended one), the part of
+        ``variables`` it takes (``variables["tracker"]`` per missing level)."""
+        if self.surrogate is None:
+            return variables
+        levels = variable_levels(self.base) - variable_levels(self.surrogate)
+        if levels < 0:
+            raise ValueError(f"surrogate {self.surrogate.name} holds arrays that {self.base.name} does not have")
+        return inner_variables(variables, levels)
+
     def _key(self, frame_index):
         return jax.random.fold_in(jax.random.key(self.attack.seed), frame_index)
 
@@ -180,13 +193,14 @@ class AttackedTracker(TrackerWrapper):
         avg = channel_average(frame)
         z = base.template_crop(frame, center, size, avg)
         x0, _ = base.search_crop(frame, center, size, avg)
+        attacker_variables = self.attacker_variables(variables)
         if a.attacks_template:
-            clean = self.attacker.dense(variables, self.attacker.embed_template(variables, z), x0)
+            clean = self.attacker.dense(attacker_variables, self.attacker.embed_template(attacker_variables, z), x0)
             ref = best_box(*clean)
-            z, _ = attack_pair(self.attacker, variables, z, x0, ref, a.loss_fn, a.config, self._key(0),
+            z, _ = attack_pair(self.attacker, attacker_variables, z, x0, ref, a.loss_fn, a.config, self._key(0),
                                "template", a.relabel)
         track = base.init_with_crop(variables, frame, center, size, avg, z)
-        sur = track.template if self.surrogate is None else self.surrogate.embed_template(variables, z)
+        sur = track.template if self.surrogate is None else self.surrogate.embed_template(attacker_variables, z)
         return AttackedState(track=track, surrogate_template=sur, delta=jnp.zeros_like(x0),
                              frame=jnp.zeros((), jnp.int32))
 
@@ -199,13 +213,14 @@ class AttackedTracker(TrackerWrapper):
         delta = state.delta
         if a.attacks_search:
             attacker, template = self.attacker, state.surrogate_template
-            clean = jax.lax.stop_gradient(attacker.dense(variables, template, x))
+            attacker_variables = self.attacker_variables(variables)
+            clean = jax.lax.stop_gradient(attacker.dense(attacker_variables, template, x))
             ref = best_box(*clean)
             labels_from = None if a.relabel else clean
             loss = a.loss_fn
 
             def loss_fn(xx):
-                scores, boxes = attacker.dense(variables, template, xx)
+                scores, boxes = attacker.dense(attacker_variables, template, xx)
                 return loss(scores, boxes, ref, labels_from)
 
             start = x + state.delta if a.warm_start else None

@@ -1,9 +1,10 @@
 """DuaLossDef as a plug-and-play wrapper: any tracker, with a U-Net pre-processor in front of its network.
 
->>> unet = DefenseUNet()                                   # jaxtrack.models.unet
->>> unet_variables = unet.init_variables(jax.random.key(0))  # identity until trained
->>> tracker = defended(jaxtrack.tracking.create("nanotrack_v2"), unet_variables, where="both", unet=unet)
->>> boxes, scores = tracker.track_sequence(variables, frames, box0)   # same interface, same variables
+>>> unet = DefenseUNet()                                      # jaxtrack.models.unet
+>>> unet_variables = unet.init_variables(jax.random.key(0))     # identity until trained
+>>> tracker = defended(jaxtrack.tracking.create("nanotrack_v2"), where="both", unet=unet)
+>>> variables = defended_variables(tracker_variables, unet_variables)  # {"tracker": ..., "defense": ...}
+>>> boxes, scores = tracker.track_sequence(variables, frames, box0)   # the same interface
 
 :func:`defended` returns a :class:`DefendedTracker`, a :class:`~jaxtrack.tracking.Tracker` with the same interface
 as the tracker it wraps. The U-Net is applied to the crop *at the network input*: inside ``embed_template``
@@ -12,14 +13,15 @@ as the tracker it wraps. The U-Net is applied to the crop *at the network input*
 * tracking (``init``/``step``/``track_sequence``/``track_batch``/``track_chunks``/``scan_frames``) runs defended;
 * an attack that perturbs a crop and differentiates ``dense_predictions(head(...))`` or ``embed_template``
   (:mod:`jaxtrack.attacks`) differentiates through the U-Net: that is the *adaptive* attack. The non-adaptive
-  attack is the same attack computed on the undefended tracker (``tracker.base``) and fed to the defended one;
+  attack is the same attack computed on the undefended tracker and fed to the defended one
+  (``attacks.attacked(defended_tracker, attack, surrogate=undefended_tracker)``: the surrogate gets
+  ``variables["tracker"]``);
 * template refinement (:mod:`jaxtrack.attacks.refine`) composes: it optimises the crop fed to the defense.
 
-``variables`` passed to the methods stay the *tracker's own* variables (the same tree as for the undefended
-tracker); the U-Net variables live in the wrapper (``defense_variables``). Under ``jit`` they become compile-time
-constants of the traced functions (a few MB; acceptable, and it keeps the tracker interface unchanged). A wrapper
-is hashable by identity (it can be a static ``jit`` argument); build it once and reuse it so its compiled functions
-are reused. To train the U-Net, differentiate :func:`apply_defense` with respect to its variables.
+The wrapper is plain data (tracker, U-Net module, branches, label), compared and hashed by value; the arrays
+travel in ``variables = {"tracker": <the wrapped tracker's variables>, "defense": <the U-Net's variables>}``
+(:func:`defended_variables`). To train the U-Net, differentiate with respect to ``variables["defense"]`` (or
+:func:`apply_defense` with respect to its variables).
 
 Checkpoints of trained defenses: :func:`save_defense` / :func:`load_defense` / :func:`defended_from_checkpoint`
 (:mod:`jaxtrack.defense.checkpoint`).
@@ -62,6 +64,7 @@ __all__ = [
     "apply_defense",
     "defended",
     "defended_from_checkpoint",
+    "defended_variables",
     "defense_meta",
     "load_defense",
     "read_defense_card",
@@ -84,33 +87,36 @@ def _family_class(tracker: Tracker) -> type:
     return type(tracker)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+def defended_variables(tracker_variables, unet_variables) -> dict:
+    """The variables of a :class:`DefendedTracker`: ``{"tracker": tracker_variables, "defense": unet_variables}``
+    (the wrapped tracker's own variables and the U-Net's ``{"params": ...}``)."""
+    return {"tracker": tracker_variables, "defense": unet_variables}
+
+
+@dataclasses.dataclass(frozen=True)
 class DefendedTracker(TrackerWrapper):
     """A tracker with a U-Net pre-processor on its template and/or search crops (build it with :func:`defended`).
 
     Fields: ``config`` (the wrapped config with ``name`` = :attr:`name`), ``model`` (the wrapped tracker's Flax
-    module), ``base`` (the wrapped tracker), ``unet`` (a :class:`DefenseUNet`), ``unet_variables`` (its variables)
-    and ``where`` ("template", "search" or "both").
+    module), ``base`` (the wrapped tracker), ``unet`` (a :class:`DefenseUNet`), ``where`` ("template", "search" or
+    "both") and ``label``. Its variables are :func:`defended_variables` ``(tracker variables, U-Net variables)``.
 
     Delegation: the family pieces that do not touch the network input (crops, box conventions, ``decode``,
-    ``dense_predictions``, ``init_variables``) run on ``base``; ``embed_template`` / ``head`` apply the U-Net and
-    then run on ``base``; the composed functions (``init_pure``, ``step_pure``, ``scan_frames``, ``track_*`` …)
-    run the *family's* code (so a family that overrides e.g. ``step_pure`` keeps its behaviour) with ``self`` =
-    the wrapper, so every piece they call is the defended one. Any other attribute falls back to ``base``: data
-    and (cached) properties such as ``window``, ``anchors``, ``points`` are read from ``base``; other methods of
-    the family class are bound to the wrapper. Wrappers nest (the outer U-Net sees the crop first).
+    ``dense_predictions``) run on ``base``; ``embed_template`` / ``head`` apply the U-Net and then run on ``base``
+    with ``variables["tracker"]``; the composed functions (``init_pure``, ``step_pure``, ``scan_frames``,
+    ``track_*`` …) run the *family's* code (so a family that overrides e.g. ``step_pure`` keeps its behaviour)
+    with ``self`` = the wrapper, so every piece they call is the defended one. Any other attribute falls back to
+    ``base``: data and (cached) properties such as ``window``, ``anchors``, ``points`` are read from ``base``;
+    other methods of the family class are bound to the wrapper. Wrappers nest (the outer U-Net sees the crop
+    first; the inner one's variables are ``variables["tracker"]["defense"]``).
     """
 
     base: Tracker = None  # type: ignore[assignment]
     unet: DefenseUNet = None  # type: ignore[assignment]
-    unet_variables: Any = None
     where: str = "both"
     label: str = ""  # tells U-Nets apart in the name (results folders): e.g. "from-siamfcpp_tiny" for transfer
 
-    # The U-Net arrays are fields, so a defended tracker is one object (compared and hashed by identity): equal
-    # settings with other U-Net weights must never share a compiled program.
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
+    variables_key = "defense"
 
     def __post_init__(self):
         if not isinstance(self.base, Tracker):
@@ -128,11 +134,6 @@ class DefendedTracker(TrackerWrapper):
     @property
     def name(self) -> str:
         return f"{self.base.name}_unet-{self.where}" + (f"-{self.label}" if self.label else "")
-
-    @property
-    def defense_variables(self):
-        """The U-Net variables (``{"params": …}``) held by the wrapper."""
-        return self.unet_variables
 
     @property
     def defends_template(self) -> bool:
@@ -161,34 +162,47 @@ class DefendedTracker(TrackerWrapper):
     def __repr__(self) -> str:
         return f"DefendedTracker({self.base!r}, where={self.where!r}, unet={self.unet!r})"
 
-    def defend(self, crops: jax.Array) -> jax.Array:
+    def split_variables(self, variables) -> tuple[Any, Any]:
+        """``(tracker variables, U-Net variables)`` of this wrapper's ``variables``; a clear error otherwise."""
+        if not isinstance(variables, dict) or set(variables) != {"tracker", "defense"}:
+            keys = sorted(variables) if isinstance(variables, dict) else type(variables).__name__
+            raise ValueError(f"{self.name} takes variables {{'tracker': <{self.base.name} variables>, 'defense': "
+                             f"<U-Net variables>}} (jaxtrack.defense.defended_variables), got {keys}")
+        return variables["tracker"], variables["defense"]
+
+    def defend(self, variables, crops: jax.Array) -> jax.Array:
         """The wrapper's U-Net on crops ``[H, W, 3]`` / ``[B, H, W, 3]`` (whichever branch they belong to)."""
-        return apply_defense(self.unet, self.unet_variables, crops)
+        return apply_defense(self.unet, self.split_variables(variables)[1], crops)
 
     # ------------------------------------------------------------------ the defended network input
     def embed_template(self, variables, z: jax.Array):
         """Template embedding of crops z [Z,Z,3] or [B,Z,Z,3], the U-Net applied first if the template branch is
-        defended (``variables``: the wrapped tracker's own)."""
+        defended."""
+        tracker_variables, unet_variables = self.split_variables(variables)
         z = z[None] if z.ndim == 3 else z
         if self.defends_template:
-            z = self.defend(z)
-        return self.base.embed_template(variables, z)
+            z = apply_defense(self.unet, unet_variables, z)
+        return self.base.embed_template(tracker_variables, z)
 
     def head(self, variables, template, x: jax.Array) -> dict:
         """Raw head outputs for search crops x [X,X,3] or [B,X,X,3], the U-Net applied first if the search branch
-        is defended (``variables``: the wrapped tracker's own)."""
+        is defended."""
+        tracker_variables, unet_variables = self.split_variables(variables)
         x = x[None] if x.ndim == 3 else x
         if self.defends_search:
-            x = self.defend(x)
-        return self.base.head(variables, template, x)
+            x = apply_defense(self.unet, unet_variables, x)
+        return self.base.head(tracker_variables, template, x)
+
+    def init_variables(self, key, calibration_batch: int = 2):
+        """:func:`defended_variables` of the wrapped tracker's initial variables and the identity U-Net's."""
+        k_tracker, k_unet = jax.random.split(key)
+        return defended_variables(self.base.init_variables(k_tracker, calibration_batch),
+                                  self.unet.init_variables(k_unet))
 
     # ------------------------------------------------------------------ family pieces
-    # Crops, box conventions, decoding and init_variables are delegated to ``base`` by TrackerWrapper. The
-    # template embedding of a (possibly modified) crop must go through the defended ``embed_template``:
+    # Crops, box conventions and decoding are delegated to ``base`` by TrackerWrapper. The template embedding of a
+    # (possibly modified) crop must go through the defended ``embed_template``:
     init_with_crop = Tracker.init_with_crop
-
-    def _init_and_calibrate(self, key, z, x):
-        return self.base._init_and_calibrate(key, z, x)
 
     # ------------------------------------------------------------------ composed: the family's code on the wrapper
     def init_pure(self, variables, frame, box) -> TrackState:
@@ -239,38 +253,36 @@ def _renamed_config(config, name: str):
     return config
 
 
-def defended(tracker: Tracker, unet_variables, where: str = "both", unet: DefenseUNet | None = None,
+def defended(tracker: Tracker, where: str = "both", unet: DefenseUNet | None = None,
              label: str = "") -> DefendedTracker:
     """``tracker`` with the U-Net ``unet`` (default ``DefenseUNet()``) applied to its template crops
     (``where="template"``), search crops (``"search"``) or both, at the network input.
 
-    The result has the same interface and takes the same tracker ``variables``; ``unet_variables`` (``{"params":
-    …}`` of ``unet``) are held by the wrapper. Its name is ``f"{tracker.name}_unet-{where}"`` plus ``-{label}``
-    when a label is given (shell-friendly: it names result folders).
+    The result has the same interface; it takes :func:`defended_variables` ``(tracker variables, U-Net
+    variables)``. Its name is ``f"{tracker.name}_unet-{where}"`` plus ``-{label}`` when a label is given
+    (shell-friendly: it names result folders). Equal arguments give equal trackers (compiled code is shared).
     """
     check_where(where)
     if not isinstance(tracker, Tracker):
         raise TypeError(f"defended() wraps a jaxtrack Tracker, got {type(tracker).__name__}")
-    unet = DefenseUNet() if unet is None else unet
-    unet_variables = jax.tree_util.tree_map(jnp.asarray, dict(unet_variables))
-    if "params" not in unet_variables:
-        raise ValueError(f"unet_variables must be a Flax variables dict with 'params', got keys {sorted(unet_variables)}")
     return DefendedTracker(
         config=tracker.config,  # renamed in __post_init__
         model=tracker.model,
         base=tracker,
-        unet=unet,
-        unet_variables=unet_variables,
+        unet=DefenseUNet() if unet is None else unet,
         where=where,
         label=label,
     )
 
 
-def defended_from_checkpoint(tracker, path, where: str | None = None, allow_transfer: bool = False,
-                             label: str | None = None):
-    """:func:`defended` with the U-Net of the defense checkpoint at ``path`` (a folder, ``bundled`` or
-    ``bundled:<tracker>``), checked against ``tracker`` (:func:`jaxtrack.defense.checkpoint.load_for_tracker`:
-    crop sizes, family, ``allow_transfer``), e.g. ``nanotrack_v2_unet-both`` (shipped),
-    ``nanotrack_v2_unet-both-from-siamfcpp_tiny`` (transfer)."""
-    unet, variables, where, label = load_for_tracker(tracker, path, where, allow_transfer, label)
-    return defended(tracker, variables, where=where, unet=unet, label=label)
+def defended_from_checkpoint(tracker, tracker_variables, path, where: str | None = None,
+                             allow_transfer: bool = False, label: str | None = None):
+    """``(defended tracker, its variables)``: :func:`defended` with the U-Net of the defense checkpoint at
+    ``path`` (a folder, ``bundled`` or ``bundled:<tracker>``), checked against ``tracker``
+    (:func:`jaxtrack.defense.checkpoint.load_for_tracker`: crop sizes, family, ``allow_transfer``), and
+    :func:`defended_variables` of ``tracker_variables`` and the U-Net's. Names: e.g. ``nanotrack_v2_unet-both``
+    (shipped), ``nanotrack_v2_unet-both-from-siamfcpp_tiny`` (transfer)."""
+    unet, unet_variables, where, label = load_for_tracker(tracker, path, where, allow_transfer, label)
+    unet_variables = jax.tree_util.tree_map(jnp.asarray, dict(unet_variables))
+    return (defended(tracker, where=where, unet=unet, label=label),
+            defended_variables(tracker_variables, unet_variables))

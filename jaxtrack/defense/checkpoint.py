@@ -18,7 +18,7 @@ another; the U-Net itself takes any crop size).
 
 >>> meta = defense_meta(unet, tracker, where="both", info={"loss": "dua", "eps": 8})
 >>> save_defense("runs/def_nano", unet_variables, meta)
->>> tracker_d = jaxtrack.defense.defended_from_checkpoint(tracker, "runs/def_nano")
+>>> tracker_d, variables_d = jaxtrack.defense.defended_from_checkpoint(tracker, variables, "runs/def_nano")
 """
 
 from __future__ import annotations

@@ -40,9 +40,9 @@ def _evaluate(params, tvars, z, x, boxes, negative, key, *, tracker, config: Def
     target = attack.target or config.where
     dua = DuaLoss(1.0)
 
-    def measure(model, z, x, ref, targets, clean):
+    def measure(model, model_variables, z, x, ref, targets, clean):
         """Per pair: Dua-Loss (labels from the model's clean predictions ``clean``), best-box IoU, family loss."""
-        raw = raw_outputs(model, tvars, z, x)
+        raw = raw_outputs(model, model_variables, z, x)
         scores, pred_boxes = model.dense_predictions(raw)
 
         def one(s, b, r, s0, b0, rw, t):
@@ -57,18 +57,18 @@ def _evaluate(params, tvars, z, x, boxes, negative, key, *, tracker, config: Def
     boxes = jnp.asarray(boxes, jnp.float32)
     targets = losses.make_targets(fam, boxes, negative, key=None)
     ref = gt_ref_boxes(boxes, fam.instance_size)
-    defended = defended_tracker(tracker, config, params)
+    defended, dvars = defended_tracker(tracker, tvars, config, params)
     k1, k2 = jax.random.split(key)
     za, xa, _, _ = adversarial_crops(tracker, tvars, z, x, boxes, negative, targets, attack, target, k1, fam)
-    zd, xd, _, _ = adversarial_crops(defended, tvars, z, x, boxes, negative, targets, attack, target, k2, fam)
+    zd, xd, _, _ = adversarial_crops(defended, dvars, z, x, boxes, negative, targets, attack, target, k2, fam)
     clean_u = tracker.dense_predictions(raw_outputs(tracker, tvars, z, x))
-    clean_d = defended.dense_predictions(raw_outputs(defended, tvars, z, x))
+    clean_d = defended.dense_predictions(raw_outputs(defended, dvars, z, x))
     return {
-        "clean": measure(tracker, z, x, ref, targets, clean_u),
-        "attacked": measure(tracker, za, xa, ref, targets, clean_u),
-        "defended_clean": measure(defended, z, x, ref, targets, clean_d),
-        "defended_transfer": measure(defended, za, xa, ref, targets, clean_d),
-        "defended_adaptive": measure(defended, zd, xd, ref, targets, clean_d),
+        "clean": measure(tracker, tvars, z, x, ref, targets, clean_u),
+        "attacked": measure(tracker, tvars, za, xa, ref, targets, clean_u),
+        "defended_clean": measure(defended, dvars, z, x, ref, targets, clean_d),
+        "defended_transfer": measure(defended, dvars, za, xa, ref, targets, clean_d),
+        "defended_adaptive": measure(defended, dvars, zd, xd, ref, targets, clean_d),
     }
 
 

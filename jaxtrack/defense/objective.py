@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxtrack.defense import apply_defense, defended
+from jaxtrack.defense import apply_defense, defended, defended_variables
 from jaxtrack.defense.checkpoint import branches
 from jaxtrack.defense.config import DefenseAttackConfig, DefenseTrainConfig
 
@@ -83,14 +83,18 @@ def branch_variables(config: DefenseTrainConfig, params, branch: str) -> dict:
     return {"params": params[branch] if config.separate_unets else params}
 
 
-def defended_tracker(tracker, config: DefenseTrainConfig, params):
-    """``tracker`` wrapped with the U-Net(s) of ``params`` (:func:`jaxtrack.defense.defended`; nested wrappers with
-    one U-Net per branch). Traceable: ``params`` may be tracers."""
+def defended_tracker(tracker, tracker_variables, config: DefenseTrainConfig, params):
+    """``(tracker wrapped with the U-Net(s) of config, its variables with the U-Net parameters params)``
+    (:func:`jaxtrack.defense.defended`; nested wrappers with one U-Net per branch). Traceable: ``params`` may be
+    tracers."""
     unet = config.unet.module()
     if config.separate_unets:
-        inner = defended(tracker, branch_variables(config, params, "template"), where="template", unet=unet)
-        return defended(inner, branch_variables(config, params, "search"), where="search", unet=unet)
-    return defended(tracker, {"params": params}, where=config.where, unet=unet)
+        inner = defended(tracker, where="template", unet=unet)
+        inner_variables = defended_variables(tracker_variables, branch_variables(config, params, "template"))
+        return (defended(inner, where="search", unet=unet),
+                defended_variables(inner_variables, branch_variables(config, params, "search")))
+    return (defended(tracker, where=config.where, unet=unet),
+            defended_variables(tracker_variables, {"params": params}))
 
 
 def _defend_crops(config: DefenseTrainConfig, params, z, x):
@@ -150,9 +154,9 @@ def raw_outputs(tracker, tracker_variables, z, x):
     return tracker.head(tracker_variables, tracker.embed_template(tracker_variables, z), x)
 
 
-def adversarial_crops(model, tracker_variables, z, x, boxes, negative, targets, attack: DefenseAttackConfig,
+def adversarial_crops(model, model_variables, z, x, boxes, negative, targets, attack: DefenseAttackConfig,
                       target: str, key, family_config=None):
-    """PGD on a batch of crop pairs against ``model`` (a tracker, possibly defended).
+    """PGD on a batch of crop pairs against ``model`` (a tracker, possibly defended) with ``model_variables``.
 
     z ``[B,Z,Z,3]``, x ``[B,X,X,3]`` (float, 0..255), boxes ``[B, 4]`` ground truth (x1, y1, x2, y2) in search-crop
     pixels, negative ``[B]``; ``targets``: the family targets (used with ``attack.loss="train"``). The pairs are
@@ -171,8 +175,8 @@ def adversarial_crops(model, tracker_variables, z, x, boxes, negative, targets, 
     fam = family_config or model.config
     ref = gt_ref_boxes(boxes, fam.instance_size)
     sign = jnp.where(negative, -1.0, 1.0)  # negative pair: pull the tracker onto the distractor
-    template0 = model.embed_template(tracker_variables, z)
-    raw0 = jax.lax.stop_gradient(model.head(tracker_variables, template0, x))
+    template0 = model.embed_template(model_variables, z)
+    raw0 = jax.lax.stop_gradient(model.head(model_variables, template0, x))
     clean = jax.lax.stop_gradient(model.dense_predictions(raw0))
 
     def objective(raw):
@@ -187,8 +191,8 @@ def adversarial_crops(model, tracker_variables, z, x, boxes, negative, targets, 
 
     def loss_fn(inp):
         zz, xx = split(inp)
-        template = template0 if target == "search" else model.embed_template(tracker_variables, zz)
-        return jnp.sum(objective(model.head(tracker_variables, template, xx)))
+        template = template0 if target == "search" else model.embed_template(model_variables, zz)
+        return jnp.sum(objective(model.head(model_variables, template, xx)))
 
     start = z if target == "template" else x if target == "search" else (z, x)
     adv = attacks.run_attack(loss_fn, start, cfg, key if cfg.random_start else None)
@@ -233,10 +237,13 @@ def defense_objective(tracker, config: DefenseTrainConfig):
         k_targets, k_attack = jax.random.split(key)
         targets = losses.make_targets(fam, boxes, negative, key=k_targets)
 
-        frozen = jax.lax.stop_gradient(params)
-        model = defended_tracker(tracker, config, frozen) if config.attack_through_defense else tracker
+        if config.attack_through_defense:
+            model, model_variables = defended_tracker(tracker, tracker_variables, config,
+                                                      jax.lax.stop_gradient(params))
+        else:
+            model, model_variables = tracker, tracker_variables
         z_adv, x_adv, att_clean, att_objective = adversarial_crops(
-            model, tracker_variables, z, x, boxes, negative, targets, config.attack, target, k_attack, fam
+            model, model_variables, z, x, boxes, negative, targets, config.attack, target, k_attack, fam
         )
 
         zd, xd = _defend_crops(config, params, _interleave(z_adv, z), _interleave(x_adv, x))

@@ -17,7 +17,7 @@ What lands in ``workdir`` (the layout of :func:`jaxtrack.train.train`): ``config
 batches the uninterrupted run would have drawn and ends where it would have ended); ``metrics.jsonl``;
 ``loss.png``; and at the end ``defense/`` -- the trained U-Net as a :func:`jaxtrack.defense.save_defense` folder
 (card with family, tracker, crop sizes, where, this configuration and the training data), loadable with
-``jaxtrack.defense.defended_from_checkpoint(tracker, "WORKDIR/defense")``. With one U-Net per branch
+``jaxtrack.defense.defended_from_checkpoint(tracker, variables, "WORKDIR/defense")``. With one U-Net per branch
 (``unet.shared=false``, ``where=both``) the two are ``defense_template/`` and ``defense_search/``;
 :func:`load_trained_defense` wraps a tracker with whatever the workdir holds.
 """
@@ -215,17 +215,18 @@ def export_defense(workdir, config: DefenseTrainConfig, tracker, params, info: d
     return out
 
 
-def load_trained_defense(tracker, workdir, allow_transfer: bool = False):
-    """``tracker`` wrapped with the U-Net(s) exported in ``workdir`` by :func:`train_defense`."""
+def load_trained_defense(tracker, tracker_variables, workdir, allow_transfer: bool = False):
+    """``(tracker wrapped with the U-Net(s) exported in workdir by train_defense, its variables)``."""
     from jaxtrack.defense import defended_from_checkpoint
 
     workdir = Path(workdir)
     if (workdir / DEFENSE_DIR).is_dir():
-        return defended_from_checkpoint(tracker, workdir / DEFENSE_DIR, allow_transfer=allow_transfer)
+        return defended_from_checkpoint(tracker, tracker_variables, workdir / DEFENSE_DIR,
+                                        allow_transfer=allow_transfer)
     t, s = workdir / f"{DEFENSE_DIR}_template", workdir / f"{DEFENSE_DIR}_search"
     if t.is_dir() and s.is_dir():
-        inner = defended_from_checkpoint(tracker, t, allow_transfer=allow_transfer)
-        return defended_from_checkpoint(inner, s, allow_transfer=allow_transfer)
+        inner, inner_variables = defended_from_checkpoint(tracker, tracker_variables, t, allow_transfer=allow_transfer)
+        return defended_from_checkpoint(inner, inner_variables, s, allow_transfer=allow_transfer)
     raise FileNotFoundError(f"no exported defense in {workdir} (expected {DEFENSE_DIR}/ or {DEFENSE_DIR}_template/ + "
                             f"{DEFENSE_DIR}_search/; a run exports when it reaches its last step)")
 

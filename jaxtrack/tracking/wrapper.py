@@ -6,8 +6,11 @@ defense (:mod:`jaxtrack.defense`) are wrappers: each overrides the pieces it cha
 any order and the composed object still runs under ``track_sequence`` / ``track_batch`` / ``track_chunks`` and
 the benchmark runner.
 
-``variables`` stay the wrapped tracker's own Flax variables. A wrapper is hashed by identity (it is a static
-argument of ``jax.jit``): build it once and reuse it, or compiled functions are not shared.
+A wrapper is plain data: a frozen dataclass of settings, compared and hashed by value (it is a static argument of
+``jax.jit``, so equal wrappers share compiled code). A wrapper without arrays of its own (attack, refinement) takes
+the wrapped tracker's ``variables`` unchanged; one with arrays (the defense's U-Net) takes ``{"tracker": <the
+wrapped tracker's variables>, <its own key>: <its arrays>}`` and hands ``variables["tracker"]`` down
+(:attr:`TrackerWrapper.variables_key`, :func:`inner_variables`).
 
 Order matters, because a wrapper's own code calls the pieces of the tracker it wraps: the defense sits innermost
 (it is part of the network: ``embed_template``/``head``), template refinement above it (it refines through
@@ -33,6 +36,10 @@ class TrackerWrapper(Tracker):
     """
 
     base: Tracker = None  # type: ignore[assignment]
+
+    #: None: the wrapper takes the wrapped tracker's variables; a name: it takes ``{"tracker": <wrapped tracker's
+    #: variables>, variables_key: <its own arrays>}``.
+    variables_key = None
 
     @classmethod
     def around(cls, base: Tracker, **fields) -> "TrackerWrapper":
@@ -87,3 +94,24 @@ class TrackerWrapper(Tracker):
 
     def init_with_crop(self, variables, frame, center, size, channel_avg, z):
         return self.base.init_with_crop(variables, frame, center, size, channel_avg, z)
+
+
+def variable_levels(tracker: Tracker) -> int:
+    """How many wrappers with arrays of their own (:attr:`TrackerWrapper.variables_key`) a stack has: the nesting
+    depth of ``{"tracker": ...}`` in its variables."""
+    levels = 0
+    while isinstance(tracker, TrackerWrapper):
+        levels += tracker.variables_key is not None
+        tracker = tracker.base
+    return levels
+
+
+def inner_variables(variables, levels: int):
+    """``variables["tracker"]`` taken ``levels`` times: the variables of the tracker ``levels`` array-holding
+    wrappers further down."""
+    for _ in range(levels):
+        if not isinstance(variables, dict) or "tracker" not in variables:
+            keys = sorted(variables) if isinstance(variables, dict) else type(variables).__name__
+            raise ValueError(f"expected wrapper variables {{'tracker': ..., ...}}, got {keys}")
+        variables = variables["tracker"]
+    return variables

@@ -82,7 +82,7 @@ def main(args) -> int:
                  f"{m['step']} ({m['pairs_per_s']:.2f} pairs/s)")
     print(line)
     for path in result.defense:
-        print(f"defense: {path}  (jaxtrack.defense.defended_from_checkpoint(tracker, {str(path)!r}))")
+        print(f"defense: {path}  (jaxtrack.defense.defended_from_checkpoint(tracker, variables, {str(path)!r}))")
     if result.defense and args.eval_pairs:
         _print_report(heldout_report(args.workdir, pairs=args.eval_pairs))
     return 0
