@@ -231,10 +231,8 @@ class AttackedTracker(TrackerWrapper):
             x_adv = run_attack(loss_fn, x, a.config, key, start=start)
             delta = x_adv - x
             x = x_adv
-        raw = base.head(variables, tr.template, x)
-        center, size, score = base.decode(raw, tr.center, tr.size, scale, frame.shape[:2])
-        new_state = state.replace(track=tr.replace(center=center, size=size), delta=delta, frame=frame_index)
-        return new_state, base.center_size_to_box(center, size), score
+        track, box, score = base.step_with_crop(variables, tr, frame, x, scale)
+        return state.replace(track=track, delta=delta, frame=frame_index), box, score
 
 
 def attacked(tracker: Tracker, attack: OnlineAttack | AttackConfig, surrogate: Tracker | None = None,

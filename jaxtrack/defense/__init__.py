@@ -199,12 +199,12 @@ class DefendedTracker(TrackerWrapper):
         return defended_variables(self.base.init_variables(k_tracker, calibration_batch),
                                   self.unet.init_variables(k_unet))
 
-    # ------------------------------------------------------------------ family pieces
-    # Crops, box conventions and decoding are delegated to ``base`` by TrackerWrapper. The template embedding of a
-    # (possibly modified) crop must go through the defended ``embed_template``:
-    init_with_crop = Tracker.init_with_crop
-
     # ------------------------------------------------------------------ composed: the family's code on the wrapper
+    # Crops, box conventions and decoding are delegated to ``base`` by TrackerWrapper; everything that embeds a
+    # template or runs the head is the family's code with ``self`` = the wrapper (the defended pieces).
+    def init_with_crop(self, variables, frame, center, size, channel_avg, z) -> TrackState:
+        return self._family_cls.init_with_crop(self, variables, frame, center, size, channel_avg, z)
+
     def init_pure(self, variables, frame, box) -> TrackState:
         return self._family_cls.init_pure(self, variables, frame, box)
 
@@ -216,6 +216,9 @@ class DefendedTracker(TrackerWrapper):
 
     def step(self, variables, state: TrackState, frame):
         return self._family_cls.step(self, variables, state, frame)
+
+    def step_with_crop(self, variables, state: TrackState, frame, x, scale):
+        return self._family_cls.step_with_crop(self, variables, state, frame, x, scale)
 
     def _masked_step(self, variables, state, frame, valid):
         return self._family_cls._masked_step(self, variables, state, frame, valid)
@@ -240,7 +243,7 @@ class DefendedTracker(TrackerWrapper):
 
 
 for _name in (
-    "init_pure", "step_pure", "init", "step", "scan_frames", "track_sequence", "track_batch", "compile_track_batch",
+    "init_pure", "init_with_crop", "step_pure", "init", "step", "step_with_crop", "scan_frames", "track_sequence", "track_batch", "compile_track_batch",
     "track_chunks",
 ):  # the wrapped tracker's documentation
     getattr(DefendedTracker, _name).__doc__ = getattr(Tracker, _name).__doc__

@@ -230,6 +230,14 @@ class Tracker:
     def step_pure(self, variables, state: TrackState, frame) -> tuple[TrackState, jax.Array, jax.Array]:
         check_frame_shape(frame.shape)
         x, scale = self.search_crop(frame, state.center, state.size, state.channel_avg)
+        return self.step_with_crop(variables, state, frame, x, scale)
+
+    def step_with_crop(self, variables, state: TrackState, frame, x, scale) -> tuple[TrackState, jax.Array, jax.Array]:
+        """``(new state, box [x, y, w, h], score)`` of a step on ``frame`` from the search crop ``x`` [X,X,3]
+        (possibly modified: attacked by an online attacker) taken at ``scale`` crop pixels per frame pixel.
+
+        ``step_pure`` = crop, then this; the counterpart of :meth:`init_with_crop` for the search branch.
+        """
         raw = self.head(variables, state.template, x)
         center, size, score = self.decode(raw, state.center, state.size, scale, frame.shape[:2])
         new_state = state.replace(center=center, size=size)

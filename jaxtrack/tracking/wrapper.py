@@ -2,7 +2,7 @@
 
 Online attacks (:mod:`jaxtrack.attacks.online`), template refinement (:mod:`jaxtrack.attacks.refine`) and the
 defense (:mod:`jaxtrack.defense`) are wrappers: each overrides the pieces it changes (``init_with_crop``,
-``init_pure``/``step_pure``, ``embed_template``/``head``) and delegates the rest to ``base``, so they compose in
+``step_with_crop``, ``init_pure``/``step_pure``, ``embed_template``/``head``) and delegates the rest to ``base``, so they compose in
 any order and the composed object still runs under ``track_sequence`` / ``track_batch`` / ``track_chunks`` and
 the benchmark runner.
 
@@ -94,6 +94,9 @@ class TrackerWrapper(Tracker):
 
     def init_with_crop(self, variables, frame, center, size, channel_avg, z):
         return self.base.init_with_crop(variables, frame, center, size, channel_avg, z)
+
+    def step_with_crop(self, variables, state, frame, x, scale):
+        return self.base.step_with_crop(variables, state, frame, x, scale)
 
 
 def variable_levels(tracker: Tracker) -> int:
