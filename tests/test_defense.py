@@ -536,6 +536,7 @@ def test_defense_folders_of_earlier_releases_still_load(tmp_path):
     legacy = {"format": "jaxtrack-defense", "format_version": 1, "kind": "DuaLossDef U-Net pre-processor",
               **{k: card[k] for k in ("unet", "family", "tracker", "where", "crop_sizes", "info", "num_parameters")}}
     (path / "card.json").write_text(json.dumps(legacy))
+    assert weights.read_card(path)["what"] == "defense"  # the weights layer reads the old card too
     loaded_unet, loaded, _ = defense.load_defense(path)
     assert loaded_unet == unet
     for a, b in zip(jax.tree_util.tree_leaves(uv), jax.tree_util.tree_leaves(loaded)):
@@ -543,6 +544,9 @@ def test_defense_folders_of_earlier_releases_still_load(tmp_path):
     assert defense.defended_from_checkpoint(tracker, {}, path)[0].where == "search"
     (path / "card.json").write_text(json.dumps({**card, "what": "tracker"}))
     with pytest.raises(ValueError, match="not a defense card"):
+        defense.load_defense(path)
+    (path / "card.json").write_text(json.dumps({**card, "format_version": 99}))
+    with pytest.raises(ValueError, match=r"card.json: card format version 99 is newer"):
         defense.load_defense(path)
 
 

@@ -60,7 +60,6 @@ __all__ = [
 
 CARD_FORMAT = weights_store.FORMAT
 CARD_FORMAT_VERSION = weights_store.FORMAT_VERSION
-LEGACY_CARD_FORMAT = "jaxtrack-defense"  # the defense's own card format of earlier releases (same folder layout)
 
 #: Defenses trained by this project and shipped inside the package (``jaxtrack/assets/defenses``), by the name of
 #: the tracker they were trained with; each card says how (config, data, steps).
@@ -153,15 +152,10 @@ def _check_meta(meta: Mapping) -> dict:
     return out
 
 
-def _is_defense_card(card) -> bool:
-    return isinstance(card, dict) and (card.get("format") == LEGACY_CARD_FORMAT or (
-        card.get("format") == CARD_FORMAT and card.get("what") == "defense"))
-
-
 def _is_defense_folder(path: Path) -> bool:
     try:
-        return _is_defense_card(json.loads((path / CARD_NAME).read_text()))
-    except (OSError, ValueError, AttributeError):
+        return weights_store.read_card(path)["what"] == "defense"
+    except (OSError, ValueError):
         return False
 
 
@@ -191,23 +185,17 @@ def save_defense(path: str | os.PathLike, unet_variables, meta: Mapping, *, over
 
 
 def read_defense_card(path: str | os.PathLike) -> dict:
-    """The ``card.json`` of a defense checkpoint folder (clear errors for anything else)."""
+    """The card of a defense checkpoint folder (:func:`jaxtrack.weights.read_card`, which also reads the
+    defense cards of earlier releases, then checked to be a defense's); clear errors for anything else."""
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"defense checkpoint folder {folder} not found")
     card_path = folder / CARD_NAME
     if not card_path.is_file():
         raise ValueError(f"{folder} is not a defense checkpoint (no {CARD_NAME}; write one with save_defense)")
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{card_path}: unreadable card ({err})") from None
-    if not _is_defense_card(card):
-        what = (card.get("format"), card.get("what")) if isinstance(card, dict) else type(card).__name__
-        raise ValueError(f"{card_path}: not a defense card (format, what = {what!r}; expected {CARD_FORMAT!r}, "
-                         "'defense')")
-    if card.get("format_version", 0) > CARD_FORMAT_VERSION:
-        raise ValueError(f"{card_path}: card format version {card['format_version']} is newer than this jaxtrack's")
+    card = weights_store.read_card(folder)
+    if card["what"] != "defense":
+        raise ValueError(f"{card_path}: not a defense card (what = {card['what']!r}; expected 'defense')")
     try:
         _check_meta(card)
     except (ValueError, TypeError) as err:

@@ -26,7 +26,8 @@ CARD_NAME = "card.json"
 VARIABLES_DIR = "variables"
 FORMAT = "jaxtrack-weights"
 FORMAT_VERSION = 1
-LEGACY_FORMATS = ("jaxtrack-converted-checkpoint",)
+#: card formats of earlier releases (same folder layout) and what their folders hold
+LEGACY_FORMATS = {"jaxtrack-converted-checkpoint": "tracker", "jaxtrack-defense": "defense"}
 
 
 class WeightsFormatError(ValueError):
@@ -112,8 +113,9 @@ def _save_multiprocess(folder: Path, variables, card: dict) -> None:
 
 
 def read_card(folder) -> dict:
-    """The card of a weights folder (legacy conversion cards normalised: ``family`` -> ``kind``,
-    ``what="tracker"``); :class:`WeightsFormatError` naming the file when it is missing or not a card."""
+    """The card of a weights folder (cards of earlier releases normalised: ``what`` from the format, a conversion
+    card's ``family`` -> ``kind``); :class:`WeightsFormatError` naming the file when it is missing, not a card or
+    of a newer format version."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"weights folder {folder} not found")
@@ -126,9 +128,12 @@ def read_card(folder) -> dict:
         raise WeightsFormatError(f"{path}: unreadable card ({err})") from None
     if not isinstance(card, dict) or card.get("format") not in (FORMAT, *LEGACY_FORMATS):
         raise WeightsFormatError(f"{path}: not a jaxtrack weights card (format {FORMAT!r})")
+    if card.get("format_version", 0) > FORMAT_VERSION:
+        raise WeightsFormatError(f"{path}: card format version {card['format_version']} is newer than this "
+                                 f"jaxtrack's ({FORMAT_VERSION})")
     if card["format"] in LEGACY_FORMATS:
-        card.setdefault("what", "tracker")
-        if "kind" not in card and "family" in card:
+        card.setdefault("what", LEGACY_FORMATS[card["format"]])
+        if card["what"] == "tracker" and "kind" not in card and "family" in card:
             card["kind"] = card["family"]
     if card.get("what") not in ("tracker", "defense") or not card.get("tracker"):
         raise WeightsFormatError(f"{path}: card needs 'what' (tracker | defense) and 'tracker'")
