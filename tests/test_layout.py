@@ -1,8 +1,12 @@
-"""The package's structure: the module import graph (function-level imports included) has no cycle, and a tracker
-family is added through the registry alone."""
+"""The package's structure: the module import graph (function-level imports included) has no cycle, a tracker
+family is added through the registry alone, no library file is over 600 lines, importing the package leaves the
+environment alone, scripts import only the installed package, and no module keeps a cache of objects."""
 
 import ast
 import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,7 @@ from jaxtrack.tracking.configs import SiamFCppConfig
 from jaxtrack.tracking.families import SiamFCppTracker
 
 PACKAGE = Path(jaxtrack.__file__).resolve().parent
+REPO = PACKAGE.parent
 
 
 def _module_names() -> dict[str, Path]:
@@ -138,3 +143,76 @@ def test_a_new_family_is_one_registry_entry():
         registry.family_of(config)
     with pytest.raises(ValueError, match="family is 'siamfcpp'"):
         registry.register(dataclasses.replace(toy, config_class=SiamFCppConfig))
+
+
+def test_no_library_file_over_600_lines():
+    long = {str(p.relative_to(REPO)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 600}
+    assert long == {}
+
+
+def test_importing_the_package_leaves_the_environment_alone():
+    """``os.environ`` after importing every jaxtrack module equals the one before (the third-party libraries,
+    imported first, set variables of their own: JAX ``TPU_SKIP_MDS_QUERY``, OpenCV ``LD_LIBRARY_PATH``; the entry
+    points set XLA flags when they run, not on import)."""
+    modules = sorted(m for m in _module_names() if m != "jaxtrack.__main__")
+    code = (
+        "import importlib, json, os, sys\n"
+        "import jax, jax.numpy as jnp, cv2, numpy, optax, flax, orbax.checkpoint\n"
+        "jnp.zeros(1)\n"
+        "before = dict(os.environ)\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        "after = dict(os.environ)\n"
+        "print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) | set(after)"
+        " if before.get(k) != after.get(k)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {}
+
+
+def test_scripts_do_not_edit_sys_path():
+    edits = [str(p.relative_to(REPO)) for folder in ("experiments", "benchmarks", "scripts", "jaxtrack")
+             for p in (REPO / folder).rglob("*.py") if "sys.path" in p.read_text(encoding="utf-8")]
+    assert edits == []
+
+
+def _module_level_caches(tree: ast.Module) -> list[str]:
+    """Module-level names bound to an empty dict/list (a table filled at run time) and functions under
+    ``functools.lru_cache`` / ``functools.cache``."""
+    found = []
+    for node in tree.body:
+        targets, value = [], None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        empty = (isinstance(value, ast.Dict) and not value.keys) or (isinstance(value, ast.List) and not value.elts) or (
+            isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in ("dict", "list")
+            and not value.args and not value.keywords)
+        if empty:
+            found += [t.id for t in targets if isinstance(t, ast.Name) and t.id != "__all__"]
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            for d in node.decorator_list:
+                text = ast.unparse(d)
+                if "lru_cache" in text or text.endswith("cache"):
+                    found.append(f"@{text} {node.name}")
+    return found
+
+
+def test_cache_finder_finds_planted_caches():
+    tree = ast.parse("import functools\n_CACHE = {}\n_T: dict = dict()\n@functools.lru_cache(8)\ndef f(x): pass\n"
+                     "@functools.cache\ndef g(x): pass\nTABLE = {'a': 1}\n")
+    assert _module_level_caches(tree) == ["_CACHE", "_T", "@functools.lru_cache(8) f", "@functools.cache g"]
+
+
+def test_no_module_level_cache_of_objects():
+    """Trackers, wrappers and train-step settings compare by value and are static jit arguments, so no module
+    keeps a table to hand back the same object. The one memo left is the abstract variables tree of a tracker
+    (a trace of its init, keyed by the tracker's value); the two registries are filled by ``register`` calls."""
+    allowed = {("jaxtrack/convert/convert.py", "@functools.lru_cache(maxsize=16) abstract_variables"),
+               ("jaxtrack/convert/convert.py", "CHECKPOINT_KINDS"), ("jaxtrack/tracking/registry.py", "FAMILIES")}
+    found = {(str(p.relative_to(REPO)), c) for p in PACKAGE.rglob("*.py")
+             for c in _module_level_caches(ast.parse(p.read_text(encoding="utf-8")))}
+    assert found - allowed == set()
