@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxtrack.defense.config import DEFENSE_DIR, DEFENSE_PLOT_TERMS, DefenseTrainConfig
 from jaxtrack.defense.objective import abstract_unet_params, branch_variables, defense_objective, init_unet_params
@@ -45,7 +44,7 @@ from jaxtrack.train.runner import (
     run_loop,
     start_run,
 )
-from jaxtrack.train.state import TrainState, check_prefixes, create_train_state, make_optimizer
+from jaxtrack.train.state import TrainState, apply_step, check_prefixes, create_train_state, make_optimizer
 
 __all__ = [
     "DefenseTrainResult",
@@ -88,13 +87,6 @@ def load_tracker(config: DefenseTrainConfig, tracker=None) -> tuple[Any, dict, s
 
 
 # ----------------------------------------------------------------------------------------------- the step
-def _tree_norm(tree):
-    import optax
-
-    tree_mod = getattr(optax, "tree", None)
-    return tree_mod.norm(tree) if tree_mod is not None and hasattr(tree_mod, "norm") else optax.global_norm(tree)
-
-
 def step_config(config: DefenseTrainConfig) -> DefenseTrainConfig:
     """``config`` with the fields the training step does not read (name, weights source, data, seed, logging and
     checkpoint intervals) set to fixed values: configurations that differ only there compile one program."""
@@ -103,19 +95,10 @@ def step_config(config: DefenseTrainConfig) -> DefenseTrainConfig:
 
 
 def _defense_step(state: TrainState, tracker_variables, batch, key, tracker, config: DefenseTrainConfig, mesh):
-    import optax
-
     tx, schedule = defense_optimizer(config)
     grad_fn = jax.value_and_grad(defense_objective(tracker, config), has_aux=True)
     (total, metrics), grads = grad_fn(state.params, tracker_variables, batch, key)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, loss=total, lr=jnp.asarray(schedule(state.step), jnp.float32),
-                   grad_norm=_tree_norm(grads))
-    out = state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-    if mesh is not None:  # the state and the metrics stay replicated (the batch comes split over "data")
-        out = jax.lax.with_sharding_constraint(out, replicated(mesh))
-    return out
+    return apply_step(state, grads, total, metrics, tx, schedule, mesh)
 
 
 #: The step as one module-level jit: the tracker, the step's configuration (:func:`step_config`) and the mesh are
@@ -301,7 +284,7 @@ def train_defense(
         stop_at=stop_at, progress=progress, postfix=_progress_postfix, log=log,
     )
 
-    params = host_copy(out.state.params)
+    params = host_copy(out.state.eval_variables["params"])  # the parameter average when optim.ema_decay > 0
     exported: list = []
     if out.step >= config.steps:
         if export:

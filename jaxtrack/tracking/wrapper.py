@@ -2,9 +2,9 @@
 
 Online attacks (:mod:`jaxtrack.attacks.online`), template refinement (:mod:`jaxtrack.attacks.refine`) and the
 defense (:mod:`jaxtrack.defense`) are wrappers: each overrides the pieces it changes (``init_with_crop``,
-``step_with_crop``, ``init_pure``/``step_pure``, ``embed_template``/``head``) and delegates the rest to ``base``, so they compose in
-any order and the composed object still runs under ``track_sequence`` / ``track_batch`` / ``track_chunks`` and
-the benchmark runner.
+``step_with_crop``, ``init_pure``/``step_pure``, ``embed_template``/``head``) and delegates the rest to
+``base``, so they compose in any order and the composed object still runs under ``track_sequence`` /
+``track_batch`` / ``track_chunks`` and the benchmark runner.
 
 A wrapper is plain data: a frozen dataclass of settings, compared and hashed by value (it is a static argument of
 ``jax.jit``, so equal wrappers share compiled code). A wrapper without arrays of its own (attack, refinement) takes

@@ -2,8 +2,8 @@
 
 ``make_train_step(tracker, optim, total_steps, mesh)`` returns ``train_step(state, batch, key) -> (state,
 metrics)``: one module-level ``jax.jit`` whose settings are a static argument compared by value, with params /
-batch statistics / optimizer state replicated over the mesh and the batch split along the ``data`` axis. BatchNorm in train mode then normalises with, and updates its running averages from, the
-statistics of the GLOBAL batch: the jitted program is written for the whole batch and XLA inserts the
+batch statistics / optimizer state replicated over the mesh and the batch split along the ``data`` axis.
+BatchNorm in train mode then normalises with, and updates its running averages from, the statistics of the GLOBAL batch: the jitted program is written for the whole batch and XLA inserts the
 cross-device reductions, so the step on 8 devices equals the step on 1 (tests/test_train.py checks it).
 
 The loss is ``losses.training_loss(config, raw, targets)`` on ``raw = model.track(model.template(z), x,
@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from jaxtrack.train.options import FreezeRule, OptimConfig
-from jaxtrack.train.mesh import batch_sharding, replicated
+from jaxtrack.train.mesh import replicated
 
 __all__ = [
     "TrainState",
@@ -49,6 +49,7 @@ __all__ = [
     "check_prefixes",
     "create_train_state",
     "make_train_step",
+    "apply_step",
     "StepSpec",
     "TrainStep",
     "abstract_state",
@@ -323,13 +324,27 @@ def _train_step(state: TrainState, batch, key, teacher_vars, spec: StepSpec):
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (total, (metrics, new_stats)), grads = grad_fn(state.params, state.batch_stats)
+    return apply_step(state, grads, total, metrics, tx, schedule, spec.mesh, batch_stats=new_stats)
+
+
+def _global_norm(tree):
+    """The L2 norm of all leaves (``optax.tree.norm`` where this optax has it, else ``optax.global_norm``)."""
+    norm = getattr(getattr(optax, "tree", None), "norm", None)
+    return norm(tree) if norm is not None else optax.global_norm(tree)
+
+
+def apply_step(state: TrainState, grads, total, metrics: dict, tx, schedule, mesh=None, **fields):
+    """The end of every jitted train step: the optimizer update of ``grads``, the step count, ``fields`` (e.g. new
+    ``batch_stats``), and ``metrics`` plus ``loss`` = ``total``, ``lr`` (of this step) and ``grad_norm``; with
+    ``mesh`` the new state and the metrics are constrained to stay replicated (the batch comes split over
+    ``data``). Returns ``(new state, metrics)``."""
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics)
-    metrics.update(loss=total, lr=jnp.asarray(schedule(state.step), jnp.float32), grad_norm=optax.global_norm(grads))
-    out = state.replace(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state), metrics
-    if spec.mesh is not None:  # the state and the metrics stay replicated (the batch comes split over "data")
-        out = jax.lax.with_sharding_constraint(out, replicated(spec.mesh))
+    metrics = dict(metrics, loss=total, lr=jnp.asarray(schedule(state.step), jnp.float32),
+                   grad_norm=_global_norm(grads))
+    out = state.replace(step=state.step + 1, params=params, opt_state=opt_state, **fields), metrics
+    if mesh is not None:
+        out = jax.lax.with_sharding_constraint(out, replicated(mesh))
     return out
 
 
@@ -369,8 +384,8 @@ def make_train_step(
 ) -> TrainStep:
     """``train_step(state, batch, key) -> (state, metrics)`` of ``tracker`` with the optimizer of ``optim`` over
     ``total_steps`` (:func:`make_optimizer`; the state must come from the same optimizer), sharded over ``mesh``
-    when given (state replicated, batch split over ``data``: pass ``mesh.shard_batch(batch)`` and a replicated
-    state).
+    when given (state replicated, batch split over ``data``: pass ``jaxtrack.train.mesh.shard_batch(batch, mesh)``
+    and a replicated state).
 
     One module-level ``jax.jit`` with the tracker, the optimizer settings, the mesh and the teacher tracker as a
     static argument compared by value (:class:`StepSpec`): every step built from equal settings runs the same
