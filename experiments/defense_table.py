@@ -62,7 +62,7 @@ import jax.numpy as jnp
 from jaxtrack import attacks, robust, tracking
 from jaxtrack.attacks import OnlineAttack, attack_config
 from jaxtrack.defense import defended_from_checkpoint
-from jaxtrack.defense.checkpoint import BUNDLED_DEFENSES, bundled_defense, read_defense_card
+from jaxtrack.defense.checkpoint import bundled_defense, bundled_spec, read_defense_card, shipped_defenses
 from jaxtrack.eval.benchmark import run_dataset
 from jaxtrack.eval.heldout import HELD_OUT_OTB, held_out_otb, held_out_synthetic
 from jaxtrack.eval.report import score_results
@@ -124,9 +124,9 @@ class Cell:
 
 def other_family_defense(model: str) -> str | None:
     """A shipped defense trained with another tracker (for the transfer ablation), if any."""
-    for name in BUNDLED_DEFENSES:
-        if name != model and bundled_defense(name) is not None:
-            return f"bundled:{name}"
+    for name, variant in shipped_defenses():
+        if name != model and not variant:
+            return bundled_spec(name)
     return None
 
 

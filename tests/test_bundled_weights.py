@@ -37,23 +37,32 @@ def test_shipped_defenses_load_fit_their_trackers_and_resolve_by_name():
 
     from jaxtrack.defense import defended_from_checkpoint
     from jaxtrack.defense.checkpoint import (
-        BUNDLED_DEFENSES,
         bundled_defense,
         read_defense_card,
         resolve_defense,
+        shipped_defenses,
         transfer_mismatches,
     )
 
-    shipped = [name for name in BUNDLED_DEFENSES if bundled_defense(name) is not None]
-    assert "nanotrack_v2" in shipped
-    for name in shipped:
+    shipped = shipped_defenses()
+    assert ("nanotrack_v2", "") in shipped
+    for name, variant in shipped:
         tracker = tracking.create(name)
-        card = read_defense_card(bundled_defense(name))
+        card = read_defense_card(bundled_defense(name, variant))
         assert card["tracker"] == name and transfer_mismatches(card, tracker, card["where"]) == []
         assert card["num_parameters"] < 2_000_000  # a few MB at most
-        assert resolve_defense("bundled", name) == bundled_defense(name)
-        d, dv = defended_from_checkpoint(tracker, {}, "bundled")
-        assert d.name == f"{name}_unet-{card['where']}" and d.base is tracker and set(dv) == {"tracker", "defense"}
+        spec = "bundled-" + variant if variant else "bundled"
+        assert resolve_defense(spec, name) == bundled_defense(name, variant)
+        assert resolve_defense(f"{spec}:{name}", "siamrpn_alex") == bundled_defense(name, variant)
+        d, dv = defended_from_checkpoint(tracker, {}, spec)
+        label = f"-{variant}" if variant else ""  # tells the shipped U-Nets' results apart
+        assert d.name == f"{name}_unet-{card['where']}{label}" and d.base is tracker and set(dv) == {"tracker", "defense"}
+        if variant:  # a shipped variant says how it differs in its card
+            assert card["info"]["config_name"].endswith(variant), card["info"]["config_name"]
+    with pytest.raises(ValueError, match="no defense ships for tracker 'nanotrack_v2' as 'nosuch'"):
+        resolve_defense("bundled-nosuch", "nanotrack_v2")
+    with pytest.raises(ValueError, match="not a shipped-defense spec"):
+        resolve_defense("bundled_minmax", "nanotrack_v2")
     with pytest.raises(ValueError, match="no defense ships for tracker 'siamrpn_alex'"):
         resolve_defense("bundled", "siamrpn_alex")
     with pytest.raises(ValueError, match="family 'nanotrack'"):

@@ -193,6 +193,8 @@ def test_configs_overrides_and_errors(capsys):
         "unet.norm=batch": ["unet:", "norm"],
         "loss.adv=-1": ["loss weights must be >= 0"],
         "attack.eps=big": ["attack.eps", "expected float"],
+        "attack.restarts=0": ["attack.restarts must be >= 1"],
+        "attack.ramp_stages=0": ["attack.ramp_stages >= 1"],
     }
     for item, needles in cases.items():
         with pytest.raises(ConfigError) as err:
@@ -201,6 +203,12 @@ def test_configs_overrides_and_errors(capsys):
             assert needle in str(err.value), (item, str(err.value))
     with pytest.raises(ValueError, match="tracker_weights is required"):
         T.load_tracker(C.get_defense_config("unet_siamfcpp_tiny", ["tracker_weights="]))
+    # the min-max recipes: the fixed-perturbation recipe, warm-started from its shipped U-Net, attacked through it
+    for name in ("unet_nanotrack", "unet_siamfcpp_tiny"):
+        m, base = C.get_defense_config(name + "_minmax"), C.get_defense_config(name)
+        assert (m.init_from, m.attack_through_defense, m.attack.target, m.unet, m.data) == (
+            "bundled", True, "both", base.unet, base.data)
+        assert 0 < m.attack.ramp_steps < m.steps and base.attack_through_defense is False
     # the shipped recipes train on real sequences that no evaluation uses
     for name in ("unet_nanotrack", "unet_siamfcpp_tiny"):
         d = C.get_defense_config(name).data
@@ -217,6 +225,17 @@ def test_configs_overrides_and_errors(capsys):
     assert args.func(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["steps"] == 7 and printed["attack"]["steps"] == 2 and printed["tracker"] == "siamrpnpp_r50"
+
+
+def test_eps_curriculum_stages():
+    """Hand-worked: ε 8 / step 2 ramped over 8 steps in 4 stages is ε 2, 4, 6, 8 for two steps each (the step size
+    scaled alike), then ε 8 for good; every step's attack has the ramp fields reset, so a stage is one program."""
+    a = C.DefenseAttackConfig(eps=8.0, step_size=2.0, ramp_steps=8, ramp_stages=4)
+    got = [(a.at_step(i).eps, a.at_step(i).step_size) for i in range(11)]
+    assert got == [(2, .5)] * 2 + [(4, 1)] * 2 + [(6, 1.5)] * 2 + [(8, 2)] * 5
+    assert a.at_step(9) == C.DefenseAttackConfig(eps=8.0, step_size=2.0)
+    assert C.DefenseAttackConfig(eps=8.0, ramp_steps=3, ramp_stages=2).at_step(1).eps == 4.0  # 1 * 2 // 3 = 0
+    assert C.DefenseAttackConfig(eps=8.0, ramp_steps=3, ramp_stages=2).at_step(2).eps == 8.0  # 2 * 2 // 3 = 1
 
 
 def test_gt_ref_boxes_are_crop_centred():
@@ -362,6 +381,32 @@ def test_attack_through_defense_differentiates_the_unet(tracker, variables, pair
     through, frozen = jax.device_get(metrics(identity, variables, batch, key))
     for k in ("undefended_adv", "attack_clean", "attack_adv", "adv"):
         assert float(through[k]) == pytest.approx(float(frozen[k]), rel=1e-4), k
+
+
+def test_warm_start_and_eps_curriculum(full_run, tracker, variables, data_root, tmp_path):
+    """A run with ``init_from`` = the exported U-Net of the full run starts from exactly its parameters, and a run
+    with an ε curriculum logs the budget of each stage (ε 4, then 8 from step 2 on: ramp 2 steps, 2 stages); a
+    U-Net of other hyper-parameters is refused, naming what differs."""
+    _, full = full_run
+    folder = full.workdir / C.DEFENSE_DIR
+    config = small_config(data_root, steps=3, init_from=str(folder),
+                          **{"attack.ramp_steps": 2, "attack.ramp_stages": 2})
+    params = T.warm_start_params(config, tracker)
+    assert max_abs_diff(params, full.params) == 0.0
+    split = small_config(data_root, init_from=str(folder), **{"unet.shared": "false"})
+    both = T.warm_start_params(split, tracker)
+    assert set(both) == {"template", "search"} and max_abs_diff(both["search"], full.params) == 0.0
+    with pytest.raises(ValueError, match=r"width: 4 in the checkpoint, 8 in the config"):
+        T.warm_start_params(small_config(data_root, init_from=str(folder), **{"unet.width": 8}), tracker)
+    with pytest.raises(FileNotFoundError, match="no defense folder"):
+        T.warm_start_params(small_config(data_root, init_from=str(tmp_path / "none")), tracker)
+
+    result = T.train_defense(config, tmp_path / "warm", tracker=tracker, tracker_variables=variables, progress=False,
+                             plot=False)
+    rows = read_metrics(result.workdir / METRICS_FILE)
+    assert [r["attack_eps"] for r in rows] == [4.0, 8.0, 8.0]
+    # the first step saw the warm-start U-Net: its defended adversarial loss is not the identity U-Net's
+    assert rows[0]["adv"] != pytest.approx(rows[0]["undefended_adv"], rel=1e-3)
 
 
 def test_exported_defense_loads_and_tracks(full_run, tracker, variables, data_root):

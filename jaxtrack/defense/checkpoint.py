@@ -49,6 +49,8 @@ __all__ = [
     "LoadedDefense",
     "branches",
     "bundled_defense",
+    "bundled_spec",
+    "shipped_defenses",
     "resolve_defense",
     "load_for_tracker",
     "defense_meta",
@@ -62,32 +64,58 @@ CARD_FORMAT = weights_store.FORMAT
 CARD_FORMAT_VERSION = weights_store.FORMAT_VERSION
 
 #: Defenses trained by this project and shipped inside the package (``jaxtrack/assets/defenses``), by the name of
-#: the tracker they were trained with; each card says how (config, data, steps).
+#: the tracker they were trained with, then ``-<variant>`` for a further U-Net of that tracker (``minmax``: trained
+#: by min-max adversarial training against the defended tracker); each card says how (config, data, steps).
 BUNDLED_DEFENSES = {
     "nanotrack_v2": "defenses/nanotrack_v2",
     "siamfcpp_tiny": "defenses/siamfcpp_tiny",
+    "nanotrack_v2-minmax": "defenses/nanotrack_v2_minmax",
+    "siamfcpp_tiny-minmax": "defenses/siamfcpp_tiny_minmax",
 }
+#: The spec of a shipped defense: ``bundled[-<variant>][:<tracker>]``.
+_BUNDLED_SPEC = re.compile(r"bundled(?:-(?P<variant>[A-Za-z0-9_]+))?(?::(?P<tracker>.+))?")
 
 
-def bundled_defense(tracker_name: str) -> Path | None:
-    """The defense shipped for ``tracker_name``, if any."""
-    rel = BUNDLED_DEFENSES.get(tracker_name)
+def bundled_defense(tracker_name: str, variant: str = "") -> Path | None:
+    """The defense shipped for ``tracker_name`` (the ``variant`` one, e.g. ``minmax``), if any."""
+    rel = BUNDLED_DEFENSES.get(f"{tracker_name}-{variant}" if variant else tracker_name)
     path = Path(__file__).resolve().parent.parent / "assets" / rel if rel else None
     return path if path is not None and (path / CARD_NAME).is_file() else None
 
 
+def shipped_defenses() -> list[tuple[str, str]]:
+    """``(tracker, variant)`` of every defense that ships in this install (``variant`` ``""`` = the default one)."""
+    out = []
+    for key in BUNDLED_DEFENSES:
+        tracker, _, variant = key.partition("-")
+        if bundled_defense(tracker, variant) is not None:
+            out.append((tracker, variant))
+    return out
+
+
+def bundled_spec(tracker: str, variant: str = "") -> str:
+    """The ``--defense`` spec of a shipped defense."""
+    return f"bundled{'-' + variant if variant else ''}:{tracker}"
+
+
 def resolve_defense(spec: str | os.PathLike, tracker_name: str) -> Path:
-    """The folder a defense spec names: a path, ``bundled`` (the defense shipped for ``tracker_name``) or
-    ``bundled:<tracker>`` (the one shipped for another tracker: transfer experiments)."""
+    """The folder a defense spec names: a path, ``bundled`` (the defense shipped for ``tracker_name``),
+    ``bundled-<variant>`` (another U-Net shipped for it, e.g. ``bundled-minmax``), or either with ``:<tracker>``
+    (the one shipped for another tracker: transfer experiments)."""
     text = str(spec)
-    if text == "bundled" or text.startswith("bundled:"):
-        name = text.partition(":")[2] or tracker_name
-        path = bundled_defense(name)
+    match = _BUNDLED_SPEC.fullmatch(text)
+    if match:
+        name = match["tracker"] or tracker_name
+        path = bundled_defense(name, match["variant"] or "")
         if path is None:
-            have = ", ".join(n for n in BUNDLED_DEFENSES if bundled_defense(n) is not None) or "none"
-            raise ValueError(f"--defense {text}: no defense ships for tracker {name!r} (shipped: {have}); "
+            have = ", ".join(bundled_spec(*k) for k in shipped_defenses()) or "none"
+            raise ValueError(f"--defense {text}: no defense ships for tracker {name!r}"
+                             f"{' as ' + repr(match['variant']) if match['variant'] else ''} (shipped: {have}); "
                              f"train one with jaxtrack train-defense and pass its folder")
         return path
+    if text.startswith("bundled"):
+        raise ValueError(f"--defense {text}: not a shipped-defense spec (bundled[-<variant>][:<tracker>]) and not "
+                         f"a folder")
     return Path(spec)
 
 
@@ -240,11 +268,14 @@ def transfer_mismatches(card: Mapping, tracker, where: str) -> list[str]:
     return out
 
 
-def _label(card: Mapping, folder: Path, tracker_name: str, bundled: bool) -> str:
+def _label(card: Mapping, folder: Path, tracker_name: str, shipped_as: str | None) -> str:
+    """``shipped_as``: the variant of a shipped defense (``""`` the default one), None for any other folder."""
     parts = []
-    if not bundled:
+    if shipped_as is None:
         name = str(card.get("info", {}).get("config_name") or folder.name)
         parts.append(re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
+    elif shipped_as:
+        parts.append(shipped_as)
     if card.get("tracker") != tracker_name:
         parts.append(f"from-{card.get('tracker')}")
     return "-".join(parts)
@@ -272,6 +303,6 @@ def load_for_tracker(tracker, path: str | os.PathLike, where: str | None = None,
         )
     unet, variables, _ = load_defense(folder)
     if label is None:
-        bundled = any(folder == bundled_defense(n) for n in BUNDLED_DEFENSES)
-        label = _label(card, folder, tracker.name, bundled)
+        shipped_as = next((v for t, v in shipped_defenses() if folder == bundled_defense(t, v)), None)
+        label = _label(card, folder, tracker.name, shipped_as)
     return unet, variables, where, label

@@ -1,6 +1,6 @@
 """The DuaLossDef training objective: the U-Net(s) of a configuration, adversarial crop pairs, the U-Net's loss.
 
-DuaLossDef (Zhang et al., arXiv:2402.17976) puts a U-Net (:class:`jaxtrack.models.unet.DefenseUNet`) in front of
+DuaLossDef (Wu et al., arXiv:2402.17976) puts a U-Net (:class:`jaxtrack.models.unet.DefenseUNet`) in front of
 the template and/or search branch of a *frozen* Siamese tracker and trains it adversarially: adversarial crops are
 generated with the Dua-Loss (classification + regression, :func:`jaxtrack.attacks.dua_loss`) and the U-Net learns to
 make the tracker's own training loss small on them. One evaluation of :func:`defense_objective` on a batch:
@@ -137,7 +137,7 @@ def attack_settings(attack: DefenseAttackConfig):
     from jaxtrack import attacks
 
     cfg = attacks.AttackConfig(eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm="linf",
-                               random_start=attack.random_start)
+                               random_start=attack.random_start, restarts=attack.restarts)
     if attack.loss == "train":
         return cfg, None
     if attack.loss == "dua":
@@ -219,7 +219,7 @@ def defense_objective(tracker, config: DefenseTrainConfig):
     (x1, y1, x2, y2) in search-crop pixels, ``negative`` ``[B]``. Metrics: ``adv`` and ``clean`` (the two
     training-loss terms, with ``adv_cls`` / ``adv_reg``), ``pix``, ``attack_clean`` / ``attack_adv`` /
     ``attack_gain`` (the attack objective at the clean and at the adversarial crops, and their difference: what the
-    attack achieved against the model it attacked) and ``undefended_adv`` (the training loss of the undefended
+    attack achieved against the model it attacked), ``attack_eps`` (the budget) and ``undefended_adv`` (the training loss of the undefended
     tracker on the same adversarial crops, for reference).
     """
     from jaxtrack import losses
@@ -269,6 +269,7 @@ def defense_objective(tracker, config: DefenseTrainConfig):
             "attack_clean": jnp.mean(att_clean), "attack_adv": jnp.mean(att_adv),
             "attack_gain": jnp.mean(att_adv - att_clean),
             "undefended_adv": undefended_adv,
+            "attack_eps": jnp.float32(config.attack.eps),  # this step's budget (the ε curriculum's stage)
         }
         return total, metrics
 

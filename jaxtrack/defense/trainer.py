@@ -54,7 +54,9 @@ __all__ = [
     "load_tracker",
     "load_trained_defense",
     "make_defense_train_step",
+    "step_config",
     "train_defense",
+    "warm_start_params",
 ]
 
 
@@ -87,11 +89,13 @@ def load_tracker(config: DefenseTrainConfig, tracker=None) -> tuple[Any, dict, s
 
 
 # ----------------------------------------------------------------------------------------------- the step
-def step_config(config: DefenseTrainConfig) -> DefenseTrainConfig:
-    """``config`` with the fields the training step does not read (name, weights source, data, seed, logging and
-    checkpoint intervals) set to fixed values: configurations that differ only there compile one program."""
-    return dataclasses.replace(config, name="step", tracker_weights="shared", data=DataConfig(), seed=0,
-                               log_every=1, save_every=1, keep=1)
+def step_config(config: DefenseTrainConfig, step: int = 0) -> DefenseTrainConfig:
+    """The configuration of 0-based training step ``step`` as its compiled program sees it: the attack of that step's
+    ε-curriculum stage (:meth:`~jaxtrack.defense.config.DefenseAttackConfig.at_step`), and the fields the step does
+    not read (name, weights source, warm start, data, seed, logging and checkpoint intervals) set to fixed values:
+    configurations that differ only there compile one program."""
+    return dataclasses.replace(config, name="step", tracker_weights="shared", init_from="", data=DataConfig(), seed=0,
+                               log_every=1, save_every=1, keep=1, attack=config.attack.at_step(step))
 
 
 def _defense_step(state: TrainState, tracker_variables, batch, key, tracker, config: DefenseTrainConfig, mesh):
@@ -123,12 +127,21 @@ def make_defense_train_step(tracker, tracker_variables, config: DefenseTrainConf
     lowers).
 
     One module-level ``jax.jit`` (``defense_train_step.lower(state, batch, key)`` lowers it), shared by every call
-    with the same tracker, configuration (minus logging / data fields) and mesh; the tracker variables are its
-    argument, replicated over ``mesh`` once here and never updated. With ``mesh`` the state is replicated and the
-    batch split over ``data``; the state is donated.
+    with the same tracker, configuration (minus logging / data fields: :func:`step_config`) and mesh; the tracker
+    variables are its argument, replicated over ``mesh`` once here and never updated. With ``mesh`` the state is
+    replicated and the batch split over ``data``; the state is donated. With an ε curriculum
+    (``attack.ramp_steps``) each stage is its own program, chosen by ``state.step`` (read on the host until the
+    ramp is over).
     """
-    static = {"tracker": tracker, "config": step_config(config), "mesh": mesh}
     tvars = replicate(tracker_variables, mesh) if mesh is not None else tracker_variables
+    ramp = {"over": not config.attack.ramp_steps}
+
+    def static(state):
+        step = 0
+        if not ramp["over"]:
+            step = int(jax.device_get(state.step))
+            ramp["over"] = step >= config.attack.ramp_steps
+        return {"tracker": tracker, "config": step_config(config, step), "mesh": mesh}
 
     def arguments(batch, key):
         if mesh is None:
@@ -137,10 +150,10 @@ def make_defense_train_step(tracker, tracker_variables, config: DefenseTrainConf
         return shard_batch(batch, mesh), jax.device_put(key, replicated(mesh))
 
     def defense_train_step(state: TrainState, batch, key):
-        return _jitted_defense_step(state, tvars, *arguments(batch, key), **static)
+        return _jitted_defense_step(state, tvars, *arguments(batch, key), **static(state))
 
     defense_train_step.lower = lambda state, batch, key: _jitted_defense_step.lower(
-        state, tvars, *arguments(batch, key), **static)
+        state, tvars, *arguments(batch, key), **static(state))
     return defense_train_step
 
 
@@ -152,6 +165,28 @@ def init_defense_state(config: DefenseTrainConfig, key=None, params=None, mesh=N
     tx, _ = defense_optimizer(config)
     state = create_train_state({"params": params}, tx, key_run)
     return replicate(state, mesh) if mesh is not None else state
+
+
+def warm_start_params(config: DefenseTrainConfig, tracker):
+    """The U-Net parameters ``config.init_from`` names (a shipped defense spec or an exported folder:
+    :func:`jaxtrack.defense.checkpoint.resolve_defense`), in the layout of :func:`init_unet_params` (the one U-Net
+    for both branches when ``config.separate_unets``). Raises ``ValueError`` naming the card and every U-Net
+    hyper-parameter that differs from ``config.unet``."""
+    from jaxtrack.defense.checkpoint import CARD_NAME, load_defense, resolve_defense
+    from jaxtrack.models.unet import unet_hparams
+
+    folder = resolve_defense(config.init_from, tracker.name)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"init_from={config.init_from!r}: no defense folder at {folder}")
+    loaded = load_defense(folder)
+    have, want = unet_hparams(loaded.unet), unet_hparams(config.unet.module())
+    diffs = [f"{k}: {have.get(k)!r} in the checkpoint, {v!r} in the config"
+             for k, v in want.items() if k != "zero_init_last" and have.get(k) != v]
+    if diffs:
+        raise ValueError(f"init_from={config.init_from!r}: the U-Net in {folder / CARD_NAME} differs from "
+                         f"{config.name}'s unet settings:\n" + "\n".join(f"  - {d}" for d in diffs))
+    params = loaded.variables["params"]
+    return {"template": params, "search": params} if config.separate_unets else params
 
 
 # ----------------------------------------------------------------------------------------------- export
@@ -172,6 +207,7 @@ def _card_info(config: DefenseTrainConfig, tracker, weights_source: str, step: i
         "tracker_instance_size": int(tracker.config.instance_size),
         "attack": dataclasses.asdict(config.attack) | {"target": config.attack_target},
         "attack_through_defense": config.attack_through_defense,
+        "init_from": config.init_from,
         "loss_weights": dataclasses.asdict(config.loss),
         "training_data": data,
         "config": config_to_dict(config),
@@ -246,7 +282,8 @@ def train_defense(
       workdir: output folder (created).
       tracker / tracker_variables: use these instead of ``config.tracker`` / ``config.tracker_weights`` (tests,
         variants with overridden crop sizes).
-      unet_params: initial U-Net parameters instead of the identity initialisation (ignored when resuming).
+      unet_params: initial U-Net parameters instead of ``config.init_from`` or the identity initialisation (ignored
+        when resuming).
       stop_at: stop after this global step (saving a checkpoint), as an interruption would.
       data_iterator: ``f(config, tracker, workdir, local_batch)`` returning a checkpointable iterator of batches;
         default :func:`jaxtrack.train.loop.make_data_iterator`.
@@ -269,6 +306,8 @@ def train_defense(
 
     def setup(resuming: bool):
         params = abstract_unet_params(config) if resuming else unet_params
+        if params is None and config.init_from:
+            params = warm_start_params(config, tracker)
         if params is None:
             params = init_unet_params(config, key_init)
         check_prefixes(params, config.optim)

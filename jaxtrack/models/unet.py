@@ -1,6 +1,6 @@
 """The DuaLossDef pre-processing U-Net (a residual denoiser placed in front of a tracker's backbone).
 
-DuaLossDef (Zhang et al., "Enhancing Tracking Robustness with Auxiliary Adversarial Defense Networks",
+DuaLossDef (Wu et al., "Enhancing Tracking Robustness with Auxiliary Adversarial Defense Networks",
 arXiv:2402.17976) puts a U-Net before the template and/or search branch of a Siamese tracker and trains it
 adversarially with the Dua-Loss (classification + regression); the tracker itself is not retrained. The paper
 gives no layer counts, widths or normalisation: every architectural choice below is ours.
