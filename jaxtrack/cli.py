@@ -40,7 +40,8 @@ def _add_robustness_args(p) -> None:
     from jaxtrack.attacks import ATTACKS, LOSSES, TARGETS
 
     g = p.add_argument_group("online attack (every frame's search crop and/or the template at initialisation)")
-    g.add_argument("--attack", choices=ATTACKS, help="projected-gradient attack (none when absent)")
+    g.add_argument("--attack", choices=ATTACKS, help="projected-gradient attack, or iou (the black-box IoU attack: "
+                                                     "--eps and --steps only); none when absent")
     g.add_argument("--loss", default="dua", choices=sorted(LOSSES), help="attack loss (default: dua = cls + reg)")
     g.add_argument("--eps", type=float, default=8.0, help="L-inf budget in grey levels of the crop (default 8)")
     g.add_argument("--steps", type=int, default=10, help="attack iterations (bim/pgd/mifgsm; default 10)")
@@ -58,11 +59,13 @@ def _add_robustness_args(p) -> None:
     g.add_argument("--refine-steps", type=int, default=16, help="descent steps (MTP: 16 on OTB, 2 on VOT/GOT-10k)")
     g.add_argument("--refine-alpha", type=float, default=0.05, help="pixels per step (MTP: 0.05)")
     g.add_argument("--refine-eps", type=float, help="optional L-inf bound on the template change (pixels)")
-    g.add_argument("--refine-loss", default="family", choices=["family", "generic"],
-                   help="loss descended: the family's training loss (MTP) or the family-independent one")
+    g.add_argument("--refine-loss", default="family", choices=["family", "mtp", "generic"],
+                   help="loss descended: the family's training loss with its training weights, mtp (SiamFC++ only: "
+                        "MTP's weights, focal alpha 0.5, gamma 0, IoU weight 1) or the family-independent one")
     g = p.add_argument_group("defense (DuaLossDef U-Net before the network)")
     g.add_argument("--defense", help="defense checkpoint folder (jaxtrack train-defense / defense.save_defense), "
-                                     "'bundled' (the U-Net shipped for --model) or 'bundled:TRACKER' (transfer)")
+                                     "'bundled' (the U-Net shipped for --model), 'bundled-minmax' (its min-max trained U-Net), "
+                                     "or either with ':TRACKER' (transfer)")
     g.add_argument("--defense-where", choices=["template", "search", "both"],
                    help="branches the U-Net defends (default: the checkpoint's)")
     g.add_argument("--defense-transfer", action="store_true",

@@ -91,5 +91,6 @@ def wrap(
     inner = refined_stack(inner)
     if attack is None:
         return Wrapped(inner, inner_variables)
-    surrogate = None if adaptive or apply_defense is None else refined_stack(tracker)
+    # a black-box attack queries the deployed stack itself: it has no surrogate to be adaptive or not about
+    surrogate = None if adaptive or apply_defense is None or attack.black_box else refined_stack(tracker)
     return Wrapped(attacked(inner, attack, surrogate), inner_variables)

@@ -607,6 +607,35 @@ def test_template_refinement_lowers_the_first_frame_tracking_loss(loss):
     np.testing.assert_allclose(np.asarray(state.size), np.asarray(size))
 
 
+def test_mtp_refinement_loss_is_half_bce_plus_centreness_plus_iou():
+    """``loss="mtp"`` (SiamFC++ only): focal α 0.5 with γ 0 is half the plain BCE, so the loss is
+    0.5 · BCE(cls) / #positives + ctr + 1 · reg; BCE restated in NumPy from the raw logits and the positive cells
+    (the same targets), ctr and reg from the family loss's unweighted terms. Other families are refused."""
+    from jaxtrack import losses
+    from jaxtrack.attacks.refine import refinement_problem
+
+    tracker, variables = _tracker("siamfcpp_alexnet")
+    frame, box = _scene(0)
+    z0, x0, gt, _ = refinement_problem(tracker, variables, frame, jnp.asarray(box))
+    centre = (tracker.config.instance_size - 1) / 2.0
+    g = np.asarray(gt)
+    xyxy = np.concatenate([centre + g[:2] - g[2:] / 2, centre + g[:2] + g[2:] / 2])[None]
+    targets = losses.make_targets(tracker.config, jnp.asarray(xyxy), jnp.zeros((1,), bool))
+    raw = tracker.head(variables, tracker.embed_template(variables, z0), x0)
+    _, terms = losses.training_loss(tracker.config, raw, targets)
+    logits = np.asarray(raw["cls"], np.float64).reshape(-1)
+    label = np.asarray(targets["cls"]).reshape(-1)
+    t = (label == 1).astype(np.float64)
+    bce = np.maximum(logits, 0) - logits * t + np.log1p(np.exp(-np.abs(logits)))
+    expected = 0.5 * np.sum(bce * (label != -1)) / max(t.sum(), 1.0) + float(terms["ctr"]) + float(terms["reg"])
+    got = float(attacks.refinement_loss(tracker, variables, z0, frame, box, "mtp"))
+    assert got == pytest.approx(expected, rel=1e-5)  # float32 sums over a few hundred cells
+    assert got != pytest.approx(float(attacks.refinement_loss(tracker, variables, z0, frame, box, "family")), rel=1e-3)
+    rpn, rpn_vars = _tracker("siamrpn_alex")
+    with pytest.raises(ValueError, match="MTP's SiamFC\\+\\+ setting"):
+        attacks.refinement_loss(rpn, rpn_vars, z0, frame, box, "mtp")
+
+
 def test_attack_crops_rejects_bad_input():
     tracker = tracking.create("siamrpn_alex")
     z, x, ref = jnp.zeros((2, 127, 127, 3)), jnp.zeros((2, 255, 255, 3)), jnp.zeros((2, 4))

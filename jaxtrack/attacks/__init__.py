@@ -6,6 +6,7 @@
   score margin, the family-independent tracking loss) and crop-coordinate box helpers;
 * :mod:`~jaxtrack.attacks.crops` — offline attacks on batches of (template, search) crop pairs;
 * :mod:`~jaxtrack.attacks.online` — any tracker under an online attack (template at init, search every frame);
+* :mod:`~jaxtrack.attacks.iou` — the IoU attack: decision-based black box, only the tracker's output boxes;
 * :mod:`~jaxtrack.attacks.refine` — MTP/AUTracker template refinement at initialisation (``refined(tracker)``).
 
 >>> from jaxtrack import attacks, tracking
@@ -52,6 +53,7 @@ from jaxtrack.attacks.losses import (
     smooth_l1,
     tracking_loss,
 )
+from jaxtrack.attacks.iou import IoUAttackConfig, iou_attack, iou_score
 from jaxtrack.attacks.online import (
     ATTACKS,
     AttackedState,
@@ -77,6 +79,7 @@ __all__ = [
     "AttackConfig",
     "AttackedState",
     "AttackedTracker",
+    "IoUAttackConfig",
     "OnlineAttack",
     "RefinedTracker",
     "attack_config",
@@ -103,7 +106,9 @@ __all__ = [
     "csa_loss",
     "dua_loss",
     "fgsm",
+    "iou_attack",
     "iou_labels",
+    "iou_score",
     "mi_fgsm",
     "pair_objective",
     "pgd",

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from jaxtrack.attacks.core import AttackConfig, bim, fgsm, mi_fgsm, pgd, run_attack
 from jaxtrack.attacks.crops import attack_pair
+from jaxtrack.attacks.iou import IoUAttackConfig, iou_attack
 from jaxtrack.tracking.branches import check_where
 from jaxtrack.attacks.losses import LOSSES, best_box
 from jaxtrack.tracking.base import Tracker, TrackState, check_frame_shape
@@ -48,18 +49,24 @@ from jaxtrack.tracking.wrapper import TrackerWrapper, inner_variables, variable_
 
 __all__ = ["ATTACKS", "AttackedState", "AttackedTracker", "OnlineAttack", "attack_config", "attacked"]
 
-ATTACKS = ("fgsm", "bim", "pgd", "mifgsm")
+ATTACKS = ("fgsm", "bim", "pgd", "mifgsm", "iou")
 
 
 def attack_config(kind: str, eps: float, steps: int = 10, step_size: float | None = None, norm: str = "linf",
-                  momentum: float = 1.0, restarts: int = 1) -> AttackConfig:
+                  momentum: float = 1.0, restarts: int = 1) -> AttackConfig | IoUAttackConfig:
     """The :class:`AttackConfig` of a named attack (the command line's ``--attack``).
 
     ``fgsm``: one step of ε. ``bim``: ``steps`` steps of ``step_size`` (default ε/steps, RTAA's choice) from the
     clean input. ``pgd``: from a uniform random start in the ball, ``step_size`` default 2.5·ε/steps (Madry et
     al.; 2 pixels for ε = 8, 10 steps); ``restarts`` > 1 keeps the best of that many random starts (PGD only).
-    ``mifgsm``: BIM on a momentum accumulator (decay ``momentum``).
+    ``mifgsm``: BIM on a momentum accumulator (decay ``momentum``). ``iou``: the black-box IoU attack
+    (:mod:`jaxtrack.attacks.iou`: ``steps`` iterations of batched box queries, L∞ ball of ε; no step size, no norm
+    choice).
     """
+    if kind == "iou":
+        if step_size is not None or norm != "linf" or restarts != 1:
+            raise ValueError("the iou attack takes only eps and steps (no step size, L-inf only, no restarts)")
+        return IoUAttackConfig(eps=eps, steps=steps)
     if restarts != 1 and kind != "pgd":
         raise ValueError(f"restarts need random starts: only pgd has them, not {kind!r}")
     if kind == "fgsm":
@@ -78,7 +85,9 @@ def attack_config(kind: str, eps: float, steps: int = 10, step_size: float | Non
 class OnlineAttack:
     """What to attack and how (hashable: part of the static tracker).
 
-    config: the projected-gradient loop (budget in pixels of the crop).
+    config: the projected-gradient loop (budget in pixels of the crop), or an :class:`IoUAttackConfig` (the
+      black-box IoU attack: search crops only; it queries the attacked tracker's boxes, so ``loss``, ``warm_start``
+      and ``relabel`` do not apply and there is no surrogate).
     loss: a name of :data:`jaxtrack.attacks.LOSSES` (``cls``, ``reg``, ``dua``, ``csa``, ``rtaa``, ``margin``)
       or a loss function ``(scores, boxes, ref, clean) -> scalar`` to maximise.
     target: ``"template"``, ``"search"`` or ``"both"``.
@@ -87,7 +96,7 @@ class OnlineAttack:
     seed: PRNG seed of the attack (random starts).
     """
 
-    config: AttackConfig
+    config: AttackConfig | IoUAttackConfig
     loss: str | Callable = "dua"
     target: str = "search"
     warm_start: bool = False
@@ -98,6 +107,15 @@ class OnlineAttack:
         check_where(self.target, "target")
         if isinstance(self.loss, str) and self.loss not in LOSSES:
             raise ValueError(f"unknown attack loss {self.loss!r}; known: {', '.join(LOSSES)}")
+        if self.black_box and (self.target != "search" or self.warm_start or self.relabel):
+            raise ValueError(f"the iou attack perturbs search crops only and always starts from the previous frame's "
+                             f"perturbation (got target={self.target!r}, warm_start={self.warm_start}, "
+                             f"relabel={self.relabel})")
+
+    @property
+    def black_box(self) -> bool:
+        """A decision-based attack that reads only output boxes (:mod:`jaxtrack.attacks.iou`)."""
+        return isinstance(self.config, IoUAttackConfig)
 
     @property
     def loss_fn(self) -> Callable:
@@ -113,6 +131,8 @@ class OnlineAttack:
 
     def describe(self) -> str:
         c = self.config
+        if self.black_box:
+            return f"{c.describe()}-{self.target}-eps{c.eps:g}"
         loss = self.loss if isinstance(self.loss, str) else getattr(self.loss, "__name__", "loss")
         kind = "fgsm" if c.steps == 1 and c.step_size == c.eps and not c.random_start else (
             "pgd" if c.random_start else ("mifgsm" if c.momentum else "bim"))
@@ -168,6 +188,10 @@ class AttackedTracker(TrackerWrapper):
         via = "" if self.surrogate is None else f"-via-{self.surrogate.name}"
         return f"{self.base.name}_{self.attack.describe()}{via}"
 
+    def __post_init__(self):
+        if self.attack is not None and self.attack.black_box and self.surrogate is not None:
+            raise ValueError("the iou attack queries the attacked tracker's own boxes (black box): no surrogate")
+
     @property
     def attacker(self) -> Tracker:
         return self.base if self.surrogate is None else self.surrogate
@@ -211,7 +235,15 @@ class AttackedTracker(TrackerWrapper):
         frame_index = state.frame + 1
         x, scale = base.search_crop(frame, tr.center, tr.size, tr.channel_avg)
         delta = state.delta
-        if a.attacks_search:
+        if a.black_box:
+            def query(crops):  # the attacked tracker's box for each crop, its state unchanged
+                return jax.vmap(lambda xx: base.step_with_crop(variables, tr, frame, xx, scale)[1])(crops)
+
+            previous_box = base.center_size_to_box(tr.center, tr.size)
+            x_adv, _, _ = iou_attack(query, x, previous_box, self._key(frame_index), a.config, state.delta)
+            delta = x_adv - x
+            x = x_adv
+        elif a.attacks_search:
             attacker, template = self.attacker, state.surrogate_template
             attacker_variables = self.attacker_variables(variables)
             clean = jax.lax.stop_gradient(attacker.dense(attacker_variables, template, x))
@@ -235,7 +267,7 @@ class AttackedTracker(TrackerWrapper):
         return state.replace(track=track, delta=delta, frame=frame_index), box, score
 
 
-def attacked(tracker: Tracker, attack: OnlineAttack | AttackConfig, surrogate: Tracker | None = None,
+def attacked(tracker: Tracker, attack: OnlineAttack | AttackConfig | IoUAttackConfig, surrogate: Tracker | None = None,
              **attack_fields) -> AttackedTracker:
     """``tracker`` under the online ``attack`` (an :class:`OnlineAttack`, or an :class:`AttackConfig` plus
     :class:`OnlineAttack` fields as keywords). Equal arguments give equal trackers (compiled code is shared).
@@ -243,7 +275,7 @@ def attacked(tracker: Tracker, attack: OnlineAttack | AttackConfig, surrogate: T
     >>> t = attacked(tracking.create("nanotrack_v2"), attack_config("pgd", eps=8, steps=10), loss="dua")
     >>> boxes, scores = t.track_sequence(variables, frames, box0)
     """
-    if isinstance(attack, AttackConfig):
+    if isinstance(attack, (AttackConfig, IoUAttackConfig)):
         attack = OnlineAttack(config=attack, **attack_fields)
     elif attack_fields:
         attack = dataclasses.replace(attack, **attack_fields)

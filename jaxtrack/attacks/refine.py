@@ -42,7 +42,9 @@ from jaxtrack.tracking.wrapper import TrackerWrapper
 
 __all__ = [
     "MTP_ALPHA",
+    "MTP_SIAMFCPP_WEIGHTS",
     "MTP_STEPS",
+    "REFINE_LOSSES",
     "RefinedTracker",
     "refine_crop",
     "refine_template",
@@ -89,15 +91,28 @@ def refinement_loss(tracker, variables, z, frame, box, loss: str = "family") -> 
     return _refinement_loss_jit(tracker, variables, z, frame, box, loss)
 
 
-REFINE_LOSSES = ("family", "generic")
-"""``family``: the tracker family's own training loss (:mod:`jaxtrack.losses`; MTP's choice). ``generic``: the
-family-independent :func:`jaxtrack.attacks.tracking_loss` on dense predictions (labels from the unrefined
-template)."""
+REFINE_LOSSES = ("family", "mtp", "generic")
+"""``family``: the tracker family's own training loss with its training weights (:mod:`jaxtrack.losses`).
+``mtp``: SiamFC++ only, the same loss with the weights of MTP's template update (:data:`MTP_SIAMFCPP_WEIGHTS`).
+``generic``: the family-independent :func:`jaxtrack.attacks.tracking_loss` on dense predictions (labels from the
+unrefined template)."""
 
 
-def family_refinement_loss(tracker, variables, z, x0, gt):
+def _mtp_weights():
+    from jaxtrack.losses.siamfcpp import LossWeights
+
+    return LossWeights(cls=1.0, ctr=1.0, reg=1.0, focal_alpha=0.5, focal_gamma=0.0)
+
+
+#: The SiamFC++ loss settings of MTP's template update (focal α 0.5, γ 0 — a plain BCE weighted 0.5 — centre-ness
+#: weight 1, IoU weight 1), against the training defaults (α 0.25, γ 2, IoU weight 3) that ``family`` uses.
+MTP_SIAMFCPP_WEIGHTS = _mtp_weights()
+
+
+def family_refinement_loss(tracker, variables, z, x0, gt, weights=None):
     """The family's training loss (:func:`jaxtrack.losses.training_loss`, all candidate labels, no sampling) of the
-    pair ``(z, x0)`` against ``gt`` (crop coordinates ``(cx, cy, w, h)`` relative to the crop centre)."""
+    pair ``(z, x0)`` against ``gt`` (crop coordinates ``(cx, cy, w, h)`` relative to the crop centre); ``weights``
+    default to the family's training weights."""
     from jaxtrack import losses
 
     config = tracker.config
@@ -106,7 +121,7 @@ def family_refinement_loss(tracker, variables, z, x0, gt):
     xyxy = jnp.concatenate([centre + g[:2] - g[2:] / 2, centre + g[:2] + g[2:] / 2])[None]
     targets = losses.make_targets(config, xyxy, jnp.zeros((1,), bool))
     raw = tracker.head(variables, tracker.embed_template(variables, z), x0)
-    return losses.training_loss(config, raw, targets)[0]
+    return losses.training_loss(config, raw, targets, weights)[0]
 
 
 def _check_loss(loss: str) -> None:
@@ -118,6 +133,12 @@ def _pair_loss(tracker, variables, z, x0, gt, clean, loss: str):
     """The refinement loss of template crop ``z``; ``clean``: the unrefined predictions (labels of ``generic``)."""
     if loss == "family":
         return family_refinement_loss(tracker, variables, z, x0, gt)
+    if loss == "mtp":
+        family = tracker.config.family
+        if family != "siamfcpp":
+            raise ValueError(f"refinement loss 'mtp' is MTP's SiamFC++ setting; {tracker.name} is family {family!r} "
+                             f"(use 'family' or 'generic')")
+        return family_refinement_loss(tracker, variables, z, x0, gt, MTP_SIAMFCPP_WEIGHTS)
     scores, boxes = predict_pair(tracker, variables, z, x0)
     return tracking_loss(scores, boxes, gt, clean)
 
@@ -128,7 +149,7 @@ def refine_crop(tracker, variables, z0, x0, gt, steps: int, alpha: float, eps: f
     ``gt`` (crop coordinates, ``(cx, cy, w, h)`` relative to the crop centre) by descending ``loss`` (one of
     :data:`REFINE_LOSSES`). Pure and traceable."""
     _check_loss(loss)
-    clean = None if loss == "family" else jax.lax.stop_gradient(predict_pair(tracker, variables, z0, x0))
+    clean = None if loss in ("family", "mtp") else jax.lax.stop_gradient(predict_pair(tracker, variables, z0, x0))
 
     def loss_fn(z):
         return _pair_loss(tracker, variables, z, x0, gt, clean, loss)
