@@ -8,7 +8,13 @@ Run (the README's figures)::
 
 Each cell is one tracker (``robust.wrap(tracker, variables, attack=...)``) run by the benchmark runner into
 ``--results`` (pysot layout, resumable: an interrupted run re-runs nothing already written), then scored with
-pysot's OTB metrics. Writes ``docs/attack_table.md`` (tables) and ``docs/attack_table.png`` (AUC vs ε per attack).
+pysot's OTB metrics (EAO and accuracy for VOT datasets). Writes ``docs/attack_table.md`` (tables) and
+``docs/attack_table.png`` (AUC vs ε per attack).
+
+Anyone's weights on any benchmark::
+
+    .venv/bin/python experiments/attack_table.py --models siamrpnpp_r50 \
+        --weights siamrpnpp_r50=/path/to/siamrpn_r50_l234_dwxcorr/model.pth --dataset otb100 --root /data/OTB100
 
 Grids (all online attacks, labels from the clean prediction, budgets in grey levels of the crop):
 
@@ -27,7 +33,15 @@ from pathlib import Path
 from jaxtrack import robust, runtime, tracking
 from jaxtrack.attacks import OnlineAttack, attack_config
 from jaxtrack.eval.benchmark import run_dataset
-from jaxtrack.eval.heldout import HELD_OUT_OTB, held_out_sets, models_with_weights
+from jaxtrack.eval.heldout import (
+    HELD_OUT_OTB,
+    add_user_data_args,
+    headline_scores,
+    held_out_sets,
+    models_with_weights,
+    parse_weights,
+    user_sets,
+)
 from jaxtrack.eval.report import score_results
 from jaxtrack.fileio import atomic_write_text
 
@@ -70,12 +84,14 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--synthetic-frames", type=int, default=60)
     parser.add_argument("--results", default="out/attack_table")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where attack_table.md/.png go")
+    add_user_data_args(parser)
     args = parser.parse_args(argv)
 
     cells = grid(args.grid)
-    sets = held_out_sets(args.results, args.otb_sequences, args.synthetic, args.synthetic_frames)
+    weights = parse_weights(args.weights)
+    sets = user_sets(args) or held_out_sets(args.results, args.otb_sequences, args.synthetic, args.synthetic_frames)
     rows = []  # (model, dataset, cell or None, scores, seconds)
-    for model, variables in models_with_weights(args.models.split(",")):
+    for model, variables in models_with_weights(args.models.split(","), weights=weights):
         base = tracking.create(model)
         for label, (dataset, seqs) in sets.items():
             for cell in [None] + cells:
@@ -86,7 +102,7 @@ def run(argv: list[str] | None = None) -> None:
                 seconds = time.perf_counter() - start
                 scores = score_results(args.results, dataset, seqs, trackers=[tracker.name])[tracker.name]
                 rows.append((model, label, cell, scores, seconds))
-                print(f"{model} {label} {tracker.name}: AUC {scores['success_auc']:.3f} ({seconds:.0f} s)")
+                print(f"{model} {label} {tracker.name}: {headline_scores(scores)[0]:.3f} ({seconds:.0f} s)")
     write_outputs(rows, args)
 
 
@@ -105,13 +121,14 @@ def write_outputs(rows, args) -> None:
         f"Online attacks, `experiments/attack_table.py --grid {args.grid}` (ε in grey levels of the crop; labels "
         "from the clean prediction; success AUC / precision at 20 px, pysot's OTB metrics).",
         "",
-        "| model | data | attack | loss | target | ε | success AUC | P@20 | AUC / clean AUC |",
+        "| model | data | attack | loss | target | ε | success AUC (EAO on VOT) | P@20 (accuracy on VOT) | ÷ clean |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for model, label, cell, scores, _ in rows:
-        ratio = scores["success_auc"] / max(clean[(model, label)]["success_auc"], 1e-9)
+        main, second = headline_scores(scores)
+        ratio = main / max(headline_scores(clean[(model, label)])[0], 1e-9)
         lines.append(f"| {model} | {label} | " + " | ".join(_cell_text(cell)) +
-                     f" | {scores['success_auc']:.3f} | {scores['precision']:.3f} | {ratio:.2f} |")
+                     f" | {main:.3f} | {second:.3f} | {ratio:.2f} |")
     table = "\n".join(lines) + "\n"
     atomic_write_text(docs / "attack_table.md", table)
     print(table)
@@ -128,13 +145,13 @@ def plot(rows, path: Path) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
     for ax, (model, label) in zip(axes[0], groups):
         sub = [(c, s) for m, d, c, s, _ in rows if (m, d) == (model, label)]
-        clean = next(s["success_auc"] for c, s in sub if c is None)
+        clean = next(headline_scores(s)[0] for c, s in sub if c is None)
         ax.axhline(clean, color="k", lw=1, label=f"clean [{clean:.3f}]")
         series: dict[str, list[tuple[float, float]]] = {}
         for c, s in sub:
             if c is not None:
                 key = f"{_cell_text(c)[0]} {c.loss} {c.target}"
-                series.setdefault(key, []).append((c.eps, s["success_auc"]))
+                series.setdefault(key, []).append((c.eps, headline_scores(s)[0]))
         for key, pts in sorted(series.items()):
             pts.sort()
             xs, ys = zip(*pts)
@@ -142,7 +159,7 @@ def plot(rows, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
         ax.set_xlabel("ε (grey levels)")
-        ax.set_ylabel("success AUC")
+        ax.set_ylabel("EAO" if label.lower().startswith("vot") else "success AUC")
         ax.set_ylim(0, 1)
         ax.set_title(f"{model}, {label}", fontsize=9)
         ax.grid(alpha=0.3)

@@ -64,7 +64,7 @@ from jaxtrack.attacks import OnlineAttack, attack_config
 from jaxtrack.defense import defended_from_checkpoint
 from jaxtrack.defense.checkpoint import bundled_defense, bundled_spec, read_defense_card, shipped_defenses
 from jaxtrack.eval.benchmark import run_dataset
-from jaxtrack.eval.heldout import HELD_OUT_OTB, held_out_otb, held_out_synthetic
+from jaxtrack.eval.heldout import HELD_OUT_OTB, held_out_otb, held_out_synthetic, parse_weights
 from jaxtrack.eval.report import score_results
 from jaxtrack.fileio import atomic_write_text
 from jaxtrack.timing import interleaved
@@ -73,7 +73,7 @@ from jaxtrack.tracking.crop import channel_average
 from jaxtrack.weights import default_path, load_weights
 
 DEFAULT_PLAN = "nanotrack_v2=otb,siamfcpp_tiny=synthetic"
-CONDITIONS = ("clean", "defended", "attacked", "non-adaptive", "adaptive")
+CONDITIONS = ("clean", "defended", "attacked", "non-adaptive", "adaptive", "black-box")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,31 +81,34 @@ class Cell:
     """One row: a condition, the attack (None: clean) and the defense placement / origin."""
 
     condition: str
-    attack: str | None = None  # fgsm | bim | pgd
+    attack: str | None = None  # fgsm | bim | pgd | iou (the black box: it queries the deployed stack)
     loss: str = "dua"
     eps: float = 8.0
     steps: int = 10
     restarts: int = 1
     where: str = "both"
-    defense: str = "bundled"  # bundled (the tracker's own) | bundled:<tracker> (transfer) | a trained folder
+    defense: str = "bundled"  # bundled / bundled-minmax (the tracker's own) | bundled:<tracker> (transfer) | a folder
     ablation: str = ""  # "" | where | transfer | loss
     trained_with: str = ""  # the training attack's loss of a trained folder (the loss ablation)
+    target: str = "search"  # the attacked crops: search (every frame), template (at initialisation), both
 
     def online(self) -> OnlineAttack | None:
         if self.attack is None:
             return None
         cfg = attack_config(self.attack, self.eps, self.steps, restarts=self.restarts)
-        return OnlineAttack(cfg, loss=self.loss, target="search")
+        return OnlineAttack(cfg, loss=self.loss, target=self.target)
 
     def tracker(self, base, variables):
         """``(tracker, variables)`` of this cell (:func:`jaxtrack.robust.wrap`)."""
         defense = None if self.condition in ("clean", "attacked") else robust.Defense(self.defense, self.where)
         return robust.wrap(base, variables, defense=defense, attack=self.online(),
-                           adaptive=self.condition == "adaptive")
+                           adaptive=self.condition in ("adaptive", "black-box"))
 
     def attack_text(self) -> str:
         if self.attack is None:
             return "–"
+        if self.attack == "iou":
+            return f"IoU attack (black box, {self.steps} iterations) ε{self.eps:g}"
         kind = "FGSM" if self.attack == "fgsm" else f"{self.attack.upper()}-{self.steps}"
         restarts = f" ×{self.restarts} restarts" if self.restarts > 1 else ""
         return f"{kind} {self.loss} ε{self.eps:g}{restarts}"
@@ -117,9 +120,17 @@ class Cell:
             origin = f"from {self.defense.partition(':')[2]}"
         elif self.trained_with:
             origin = f"own, {self.trained_with}-only attack"
+        elif self.defense == "bundled-minmax":
+            origin = "own, min-max"
         else:
             origin = "own"
         return f"{self.where}, {origin}"
+
+
+def own_cell(cell: Cell, spec: str) -> Cell:
+    """``cell`` with the user's U-Net ``spec`` (``--defense-for``) where it would use the one shipped for the
+    model."""
+    return dataclasses.replace(cell, defense=spec) if cell.defense == "bundled" else cell
 
 
 def other_family_defense(model: str) -> str | None:
@@ -144,7 +155,28 @@ def loss_ablation_cells(model: str, folders) -> list[Cell]:
     return cells
 
 
+def surfaces_grid(model: str) -> list[Cell]:
+    """Every attack surface against each shipped U-Net of ``model`` (the fixed-perturbation one and, when it ships,
+    the min-max one): the undefended tracker clean and attacked on the search crop, the template and both; per
+    U-Net: defended clean, non-adaptive and adaptive PGD-10 Dua-Loss on each surface, adaptive PGD-10 margin
+    loss on both, and the black-box IoU attack (which queries the defended tracker itself)."""
+    pgd8 = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
+    iou = dict(attack="iou", eps=8.0, steps=10)
+    targets = ("search", "template", "both")
+    cells = [Cell("clean")] + [Cell("attacked", **pgd8, target=t) for t in targets] + [Cell("attacked", **iou)]
+    unets = ["bundled"] + ["bundled-minmax" for name, v in shipped_defenses() if name == model and v == "minmax"]
+    for u in unets:
+        cells.append(Cell("defended", defense=u))
+        for t in targets:
+            cells += [Cell("non-adaptive", **pgd8, target=t, defense=u), Cell("adaptive", **pgd8, target=t, defense=u)]
+        cells += [Cell("adaptive", **{**pgd8, "loss": "margin"}, target="both", defense=u),
+                  Cell("black-box", **iou, defense=u)]
+    return cells
+
+
 def grid(name: str, model: str) -> list[Cell]:
+    if name == "surfaces":
+        return surfaces_grid(model)
     if name == "attacks":  # the undefended and non-adaptive cells over attack losses and budgets (CPU-sized)
         cells = [Cell("clean"), Cell("defended")]
         for loss in ("cls", "reg", "dua", "csa", "rtaa"):
@@ -176,7 +208,7 @@ def grid(name: str, model: str) -> list[Cell]:
                         if c not in cells:
                             cells.append(c)
         cells += [Cell("adaptive", "pgd", loss, 8.0, 100, 5) for loss in ("dua", "margin")]
-    if name not in ("smoke", "headline", "full", "attacks"):
+    if name not in ("smoke", "headline", "full", "attacks", "surfaces"):
         raise ValueError(f"unknown grid {name!r}")
     return cells
 
@@ -187,30 +219,44 @@ def parse_plan(text: str) -> list[tuple[str, list[str]]]:
         model, _, sets = item.partition("=")
         sets_list = [s for s in sets.split("+") if s]
         for s in sets_list:
-            if s not in ("otb", "synthetic"):
-                raise SystemExit(f"--plan {item!r}: unknown set {s!r} (otb, synthetic)")
+            if s not in SET_LABELS:
+                raise SystemExit(f"--plan {item!r}: unknown set {s!r} ({', '.join(SET_LABELS)})")
         out.append((model, sets_list or ["otb"]))
     return out
 
 
 def load_sets(args) -> dict[str, tuple[str, list]]:
-    """{set: (dataset name for the runner, sequences)}."""
+    """{set: (dataset name for the runner, sequences)}; with ``--dataset`` only the user's set (``user``)."""
+    from jaxtrack.eval.heldout import user_sets
+
+    given = user_sets(args)
+    if given is not None:
+        (name, (dataset, seqs)), = given.items()
+        SET_LABELS["user"] = f"{name} ({args.root})"
+        return {"user": (dataset, seqs)}
     out = {}
     otb = held_out_otb(args.otb_sequences.split(","), max_frames=args.max_frames)
     if otb:
         out["otb"] = ("otb-folder", otb)
     out["synthetic"] = ("synthetic", held_out_synthetic(Path(args.results) / "synthetic_data", args.synthetic,
                                                         args.synthetic_frames, max_frames=args.max_frames))
+    vot_root = shared_data_dir() / "sequences" / "VOT2018"
+    if vot_root.is_dir():  # the supervised protocol (re-initialisation 5 frames after a failure): EAO
+        from jaxtrack.data.datasets import load_dataset
+
+        vot = list(load_dataset("vot2018", vot_root))
+        out["vot"] = ("vot2018", [s.head(args.max_frames) for s in vot] if args.max_frames else vot)
     return out
 
 
-SET_LABELS = {"otb": "OTB (real, held out)", "synthetic": "synthetic (held out)"}
+SET_LABELS = {"otb": "OTB (real, held out)", "synthetic": "synthetic (held out)",
+              "vot": "VOT2018 bag (real, held out)"}
 
 
 # ----------------------------------------------------------------------------------------------- sequences
 def _have_results(results: str, tracker_name: str, seqs) -> bool:
     """Whether an earlier run wrote this tracker's results for every sequence (pysot layout RESULTS/<set>/<name>)."""
-    return any(len(list(d.glob("*.txt"))) >= len(seqs) for d in Path(results).glob(f"*/{tracker_name}") if d.is_dir())
+    return any(len(list(d.rglob("*.txt"))) >= len(seqs) for d in Path(results).glob(f"*/{tracker_name}") if d.is_dir())
 
 
 def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: dict, results: str,
@@ -244,26 +290,33 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
                 times[key] = seconds
                 atomic_write_text(timing, json.dumps(times, indent=1))
             scores = score_results(results, dataset, seqs, trackers=[tracker.name])[tracker.name]
-            rows.append({"model": model, "set": set_name, "cell": cell, "tracker": tracker.name,
-                         "auc": scores["success_auc"], "precision": scores["precision"], "seconds": seconds,
-                         "frames": int(sum(s.num_frames for s in seqs))})
-            print(f"{model} {set_name} {tracker.name}: AUC {scores['success_auc']:.3f}", flush=True)
+            if "eao" in scores:  # VOT: the main figure is EAO; accuracy and robustness take the other columns
+                main = {"auc": scores["eao"], "precision": scores["accuracy"], "robustness": scores["robustness"],
+                        "protocol": "vot"}
+            else:
+                main = {"auc": scores["success_auc"], "precision": scores["precision"], "protocol": "ope"}
+            rows.append({"model": model, "set": set_name, "cell": cell, "tracker": tracker.name, **main,
+                         "seconds": seconds, "frames": int(sum(s.num_frames for s in seqs))})
+            label = "EAO" if main["protocol"] == "vot" else "AUC"
+            print(f"{model} {set_name} {tracker.name}: {label} {main['auc']:.3f}", flush=True)
     return rows
 
 
 # ----------------------------------------------------------------------------------------------- convergence
-def convergence(model: str, variables, pairs: int, steps: int, restarts: int, eps: float, workdir: Path) -> dict:
-    """The adaptive attack on held-out crop pairs: loss traces of PGD-``steps`` through the U-Net from ``restarts``
-    random starts, and success rates (best-box IoU > 0.5) of every attack."""
+def convergence(model: str, variables, pairs: int, steps: int, restarts: int, eps: float, workdir: Path,
+                spec: str = "bundled") -> dict:
+    """The adaptive attack on held-out crop pairs against the U-Net ``spec`` (a shipped-defense spec): loss traces
+    of PGD-``steps`` through the U-Net from ``restarts`` random starts, and success rates (best-box IoU > 0.5) of
+    every attack."""
+    from jaxtrack.defense.checkpoint import resolve_defense
     from jaxtrack.defense.config import get_defense_config
     from jaxtrack.defense.evaluate import heldout_pairs
     from jaxtrack.defense.objective import gt_ref_boxes
 
-    path = bundled_defense(model)
-    card = read_defense_card(path)
+    card = read_defense_card(resolve_defense(spec, model))
     config = get_defense_config(card["info"]["config_name"])  # the recipe that trained the shipped U-Net
     base = tracking.create(model)
-    defended, dvars = defended_from_checkpoint(base, variables, "bundled", where="both")
+    defended, dvars = defended_from_checkpoint(base, variables, spec, where="both")
     data = heldout_pairs(config, base, workdir / f"pairs_{model}", pairs=pairs, seed=2000)
     z = jnp.asarray(data["template"], jnp.float32)
     x = jnp.asarray(data["search"], jnp.float32)
@@ -282,7 +335,8 @@ def convergence(model: str, variables, pairs: int, steps: int, restarts: int, ep
         fn = attacks.LOSSES[loss]
         return attacks.run_attack(lambda a: fn(*dense(t, zz, a), r, clean), xx, cfg, key, return_losses=trace)
 
-    out = {"pairs": pairs, "steps": steps, "restarts": restarts, "eps": eps, "success": {}, "traces": {}}
+    out = {"pairs": pairs, "steps": steps, "restarts": restarts, "eps": eps, "success": {}, "traces": {},
+           "defense": spec}
     ious = jax.jit(jax.vmap(lambda zz, xx, r: iou(defended, zz, xx, r)))
     ious_base = jax.jit(jax.vmap(lambda zz, xx, r: iou(base, zz, xx, r)))
     out["success"]["clean, undefended"] = float(np.mean(np.asarray(ious_base(z, x, ref)) > 0.5))
@@ -351,19 +405,24 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
         "`jaxtrack/assets/defenses`; attacks on every frame's search crop, ε in grey levels, labels from the clean "
         "prediction; success AUC / precision at 20 px with pysot's OTB metrics).",
         "",
-        "| model | sequences | condition | attack | defense (where, trained with) | ablation | success AUC | P@20 | "
-        "AUC / clean | frames/s |",
+        "| model | sequences | condition | attack (target) | defense (where, trained with) | ablation | "
+        "success AUC (OTB) / EAO (VOT) | P@20 (OTB) / accuracy, robustness (VOT) | ÷ clean | frames/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c: Cell = r["cell"]
         ratio = r["auc"] / max(clean.get((r["model"], r["set"]), float("nan")), 1e-9)
         fps = "–" if not r["seconds"] else f"{r['frames'] / r['seconds']:.1f}"
-        lines.append(f"| {r['model']} | {SET_LABELS[r['set']]} | {c.condition} | {c.attack_text()} | "
-                     f"{c.defense_text()} | {c.ablation or '–'} | {r['auc']:.3f} | {r['precision']:.3f} | "
+        second = (f"{r['precision']:.3f}, {r['robustness']:.3f}" if r.get("protocol") == "vot"
+                  else f"{r['precision']:.3f}")
+        attack = c.attack_text() if c.attack is None or c.target == "search" else f"{c.attack_text()} ({c.target})"
+        lines.append(f"| {r['model']} | {SET_LABELS[r['set']]} | {c.condition} | {attack} | "
+                     f"{c.defense_text()} | {c.ablation or '–'} | {r['auc']:.3f} | {second} | "
                      f"{ratio:.2f} | {fps} |")
     lines.append("")
-    lines.append("frames/s: the whole run of that cell on this 2-core CPU, compile included.")
+    lines.append("frames/s: the whole run of that cell on this 2-core CPU, compile included. "
+                 + (f"Every sequence cut to its first {args.max_frames} frames." if args.max_frames
+                    else "Whole sequences."))
     for model, c in conv.items():
         lines += ["", f"**Adaptive attack on {model}**: {c['pairs']} held-out synthetic crop pairs, PGD through the "
                       f"U-Net, ε = {c['eps']:g}, success = best-box IoU > 0.5 (lower = stronger attack).", "",
@@ -383,7 +442,7 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
             lines.append(f"| {model} | {c['crop']} | {c['unet_ms']:.1f} | {c['step_ms']:.1f} | "
                          f"{c['defended_ms']:.1f} | {c['share']:.0%} |")
     table = "\n".join(lines) + "\n"
-    stem = "defense_attacks" if args.grid == "attacks" else "defense_table"
+    stem = {"attacks": "defense_attacks", "surfaces": "defense_surfaces"}.get(args.grid, "defense_table")
     atomic_write_text(docs / f"{stem}.md", table)
     print(table)
     raw = [{**{k: v for k, v in r.items() if k != "cell"}, "cell": dataclasses.asdict(r["cell"])} for r in rows]
@@ -414,12 +473,13 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False)
     for ax, (model, set_name) in zip(axes[0], groups):
         sub = [r for r in rows if (r["model"], r["set"]) == (model, set_name)]
-        labels = [f"{r['cell'].condition}\n{r['cell'].attack_text()}\n{r['cell'].defense_text()}" for r in sub]
+        labels = [f"{r['cell'].condition}\n{r['cell'].attack_text()} ({r['cell'].target})\n{r['cell'].defense_text()}"
+                  for r in sub]
         colours = {"clean": "tab:green", "defended": "tab:olive", "attacked": "tab:red", "non-adaptive": "tab:blue",
-                   "adaptive": "tab:purple"}
+                   "adaptive": "tab:purple", "black-box": "tab:orange"}
         ax.bar(range(len(sub)), [r["auc"] for r in sub], color=[colours[r["cell"].condition] for r in sub])
         ax.set_xticks(range(len(sub)), labels, rotation=70, fontsize=5.5, ha="right")
-        ax.set_ylabel("success AUC")
+        ax.set_ylabel("EAO" if set_name == "vot" else "success AUC")
         ax.set_ylim(0, 1)
         ax.set_title(f"{model}, {SET_LABELS[set_name]}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
@@ -450,11 +510,13 @@ def plot_convergence(conv: dict, path: Path) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--grid", default="headline", choices=["smoke", "headline", "full", "attacks"],
-                        help="smoke: FGSM only; headline: PGD-10 Dua-Loss ε 8 with the ablations; attacks: "
+    parser.add_argument("--grid", default="headline", choices=["smoke", "headline", "full", "attacks", "surfaces"],
+                        help="smoke: FGSM only; headline: PGD-10 Dua-Loss ε 8 with the ablations; surfaces: every "
+                             "attack surface (search, template, both), the black-box IoU attack, against each "
+                             "shipped U-Net (fixed-perturbation and min-max); attacks: "
                              "attacked / non-adaptive over the losses, ε 4 / 16, FGSM and BIM; full: every "
                              "attack x loss x ε x condition and the 100-step, 5-restart adaptive attack")
-    parser.add_argument("--plan", default=DEFAULT_PLAN, help="model=set[+set],... (sets: otb, synthetic)")
+    parser.add_argument("--plan", default=DEFAULT_PLAN, help="model=set[+set],... (sets: otb, synthetic, vot)")
     parser.add_argument("--otb-sequences", default=",".join(HELD_OUT_OTB))
     parser.add_argument("--synthetic", type=int, default=4, help="held-out synthetic sequences")
     parser.add_argument("--synthetic-frames", type=int, default=60)
@@ -474,36 +536,59 @@ def run(argv: list[str] | None = None) -> None:
                         help="only tabulate cells an earlier run finished (no tracking)")
     parser.add_argument("--results", default="out/defense_table")
     parser.add_argument("--docs", default=str(ROOT / "docs"))
+    parser.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                        help="tracker weights of MODEL (a jaxtrack convert / training-export folder, an orbax "
+                             "folder or a .pth); repeatable")
+    parser.add_argument("--defense-for", action="append", default=[], metavar="MODEL=SPEC",
+                        help="the U-Net that defends MODEL in the 'own' cells: a jaxtrack train-defense folder "
+                             "(WORKDIR/defense) or a shipped spec (bundled[-minmax][:TRACKER], transfer allowed); "
+                             "default: the one shipped for MODEL; repeatable")
+    parser.add_argument("--dataset", default="", help="a benchmark of jaxtrack.data.load_dataset (otb100, lasot, "
+                                                      "vot2018, ...) instead of the held-out sets; needs --root; "
+                                                      "every model of --plan runs on it")
+    parser.add_argument("--root", default="", help="the --dataset folder")
+    parser.add_argument("--sequences", default="", help="with --dataset: comma-separated sequence names")
     args = parser.parse_args(argv)
     args.command = " ".join(sys.argv[1:] if argv is None else argv)
     if args.max_frames:
         args.results = str(Path(args.results) / f"first{args.max_frames}")
     plan = parse_plan(args.plan)
     data = load_sets(args)
+    weights = parse_weights(args.weights)
+    own_defense = dict(item.partition("=")[::2] for item in args.defense_for)
     rows, conv, costs = [], {}, {}
     for model, sets in plan:
+        if args.dataset:
+            sets = ["user"]
         tracker = tracking.create(model)
-        if default_path(model) is None:
-            print(f"skipping {model}: no trained weights here")
+        if model not in weights and default_path(model) is None:
+            print(f"skipping {model}: no trained weights here (give them with --weights {model}=PATH)")
             continue
-        variables = load_weights(tracker, allow_random=False).variables
+        variables = load_weights(tracker, weights.get(model), allow_random=False).variables
         cells = grid(args.grid, model) + loss_ablation_cells(model, args.loss_ablation)
+        if model in own_defense:
+            cells = [own_cell(c, own_defense[model]) for c in cells]
         rows += run_cells(model, variables, sets, cells, data, args.results, args.cached_only)
-        if bundled_defense(model) is None:
+        if bundled_defense(model) is None or model in own_defense:
             continue
-        earlier = sorted(Path(args.results).glob(f"convergence_{model}_*.json"))
-        if not args.convergence_pairs and earlier:  # reuse a check made by an earlier run
-            conv[model] = json.loads(earlier[-1].read_text())
-        elif args.convergence_pairs and (not args.convergence_models or
-                                         model in args.convergence_models.split(",")):
-            cache = Path(args.results) / f"convergence_{model}_{args.convergence_pairs}x{args.convergence_steps}" \
-                                         f"x{args.convergence_restarts}.json"
-            if cache.is_file():  # an interrupted or extended run does not redo it
-                conv[model] = json.loads(cache.read_text())
-            else:
-                conv[model] = convergence(model, variables, args.convergence_pairs, args.convergence_steps,
-                                          args.convergence_restarts, 8.0, Path(args.results))
-                atomic_write_text(cache, json.dumps(conv[model]))
+        specs = ["bundled"] + (["bundled-minmax"] if args.grid == "surfaces" and
+                               (model, "minmax") in shipped_defenses() else [])
+        for spec in specs:
+            key = model if spec == "bundled" else f"{model} ({spec})"
+            tag = "" if spec == "bundled" else f"{spec}_"
+            earlier = sorted(Path(args.results).glob(f"convergence_{model}_{tag}[0-9]*.json"))
+            if not args.convergence_pairs and earlier:  # reuse a check made by an earlier run
+                conv[key] = json.loads(earlier[-1].read_text())
+            elif args.convergence_pairs and (not args.convergence_models or
+                                             model in args.convergence_models.split(",")):
+                cache = Path(args.results) / f"convergence_{model}_{tag}{args.convergence_pairs}x" \
+                                             f"{args.convergence_steps}x{args.convergence_restarts}.json"
+                if cache.is_file():  # an interrupted or extended run does not redo it
+                    conv[key] = json.loads(cache.read_text())
+                else:
+                    conv[key] = convergence(model, variables, args.convergence_pairs, args.convergence_steps,
+                                            args.convergence_restarts, 8.0, Path(args.results), spec)
+                    atomic_write_text(cache, json.dumps(conv[key]))
         if args.cost_iters:
             costs[model] = cost(model, variables, args.cost_iters)
         write_outputs(rows, conv, costs, args)  # after every model: partial results are never lost

@@ -31,10 +31,10 @@ __all__ = ["Defense", "Refinement", "Wrapped", "wrap"]
 class Defense:
     """A DuaLossDef U-Net from a defense checkpoint (see :func:`jaxtrack.defense.defended_from_checkpoint`).
 
-    checkpoint: a defense checkpoint folder, ``bundled`` (the U-Net shipped for the tracker) or
-      ``bundled:<tracker>`` (the one shipped for another tracker: a transfer).
+    checkpoint: a defense checkpoint folder, ``bundled`` (the U-Net shipped for the tracker), ``bundled-minmax`` (its
+      min-max trained U-Net), or either with ``:<tracker>`` (the one shipped for another tracker: a transfer).
     where: ``template``, ``search`` or ``both``; None = the branches the checkpoint was trained for.
-    allow_transfer: accept a U-Net trained for another tracker (implied by ``bundled:<tracker>``).
+    allow_transfer: accept a U-Net trained for another tracker (implied by ``bundled[-variant]:<tracker>``).
     """
 
     checkpoint: str = "bundled"
@@ -45,7 +45,7 @@ class Defense:
         """``(defended tracker, its variables)`` (:func:`jaxtrack.defense.defended_from_checkpoint`)."""
         from jaxtrack.defense import defended_from_checkpoint
 
-        transfer = self.allow_transfer or self.checkpoint.startswith("bundled:")
+        transfer = self.allow_transfer or (self.checkpoint.startswith("bundled") and ":" in self.checkpoint)
         return defended_from_checkpoint(tracker, variables, self.checkpoint, self.where, allow_transfer=transfer)
 
 

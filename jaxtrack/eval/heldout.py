@@ -42,19 +42,56 @@ def held_out_synthetic(folder, count: int, frames: int = 60, max_frames: int = 0
     return [s.head(max_frames) for s in seqs] if max_frames else seqs
 
 
-def models_with_weights(names, log=print) -> list[tuple[str, dict]]:
-    """``[(name, variables)]`` of the trackers among ``names`` that have trained weights here (shipped with the
-    package or in the shared data folder); the others are skipped with a note."""
+def parse_weights(items) -> dict[str, str]:
+    """``--weights MODEL=PATH`` items -> ``{model: path}`` (a ``jaxtrack convert`` / training-export folder, an
+    orbax folder or a PyTorch checkpoint). Raises ``SystemExit`` naming the item for an unknown tracker, a missing
+    path or a malformed item."""
+    from jaxtrack.tracking import CONFIGS
+
+    out = {}
+    for item in items or ():
+        model, sep, path = str(item).partition("=")
+        if not sep or not model or not path:
+            raise SystemExit(f"--weights {item!r}: expected MODEL=PATH")
+        if model not in CONFIGS:
+            raise SystemExit(f"--weights {item!r}: unknown tracker {model!r} (known: {', '.join(sorted(CONFIGS))})")
+        if not Path(path).exists():
+            raise SystemExit(f"--weights {item!r}: {path} not found")
+        out[model] = path
+    return out
+
+
+def models_with_weights(names, log=print, weights: dict[str, str] | None = None) -> list[tuple[str, dict]]:
+    """``[(name, variables)]`` of the trackers among ``names`` that have weights: the user's (``weights``, from
+    :func:`parse_weights`), else those shipped with the package or in the shared data folder; the others are
+    skipped with a note."""
     from jaxtrack import tracking
     from jaxtrack.weights import default_path, load_weights
 
+    weights = weights or {}
     out = []
     for name in names:
-        if default_path(name) is None:
-            log(f"skipping {name}: no trained weights here")
+        if name not in weights and default_path(name) is None:
+            log(f"skipping {name}: no trained weights here (give them with --weights {name}=PATH)")
             continue
-        out.append((name, load_weights(tracking.create(name), allow_random=False).variables))
+        loaded = load_weights(tracking.create(name), weights.get(name), allow_random=False)
+        if name in weights:
+            log(f"{name}: weights from {loaded.source}")
+        out.append((name, loaded.variables))
     return out
+
+
+def benchmark_set(dataset: str, root, sequences: str = "", max_frames: int = 0) -> dict[str, tuple[str, list]]:
+    """``{label: (dataset, sequences)}`` of a user's benchmark (any name of :func:`jaxtrack.data.load_dataset`:
+    ``otb100``, ``lasot``, ``vot2018``, ...) under ``root``; ``sequences``: comma-separated names (all when
+    empty)."""
+    from jaxtrack.data.datasets import load_dataset
+
+    names = [n for n in sequences.split(",") if n] or None
+    seqs = list(load_dataset(dataset, root, sequences=names))
+    if not seqs:
+        raise SystemExit(f"--dataset {dataset} --root {root}: no sequences found")
+    return {dataset: (dataset, [s.head(max_frames) for s in seqs] if max_frames else seqs)}
 
 
 def held_out_sets(results, otb_sequences: str = ",".join(HELD_OUT_OTB), synthetic: int = 4,
@@ -71,3 +108,36 @@ def held_out_sets(results, otb_sequences: str = ",".join(HELD_OUT_OTB), syntheti
         out["synthetic"] = ("synthetic", held_out_synthetic(Path(results) / "synthetic_data", synthetic,
                                                            synthetic_frames))
     return out
+
+
+def headline_scores(scores: dict) -> tuple[float, float]:
+    """``(main, second)`` of one tracker's scores: success AUC and precision at 20 px (one-pass protocol), or EAO
+    and accuracy (VOT's supervised protocol)."""
+    if "eao" in scores:
+        return float(scores["eao"]), float(scores["accuracy"])
+    return float(scores["success_auc"]), float(scores["precision"])
+
+
+def add_user_data_args(parser) -> None:
+    """``--weights MODEL=PATH`` (repeatable) and ``--dataset/--root/--sequences/--max-frames``: the experiments run
+    with anyone's checkpoints on any supported benchmark."""
+    parser.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
+                        help="weights of MODEL: a jaxtrack convert / training-export folder, an orbax folder or a "
+                             "PyTorch checkpoint (.pth); repeatable")
+    parser.add_argument("--dataset", default="", help="a benchmark of jaxtrack.data.load_dataset (otb100, lasot, "
+                                                      "vot2018, ...) instead of the held-out sets; needs --root")
+    parser.add_argument("--root", default="", help="the --dataset folder")
+    parser.add_argument("--sequences", default="", help="with --dataset: comma-separated sequence names (all when "
+                                                        "empty)")
+    parser.add_argument("--max-frames", type=int, default=0, help="with --dataset: first N frames of every sequence")
+
+
+def user_sets(args):
+    """The ``--dataset/--root`` set of :func:`add_user_data_args`, or None when not given."""
+    if not args.dataset:
+        if args.root:
+            raise SystemExit("--root needs --dataset")
+        return None
+    if not args.root:
+        raise SystemExit(f"--dataset {args.dataset} needs --root")
+    return benchmark_set(args.dataset, args.root, args.sequences, args.max_frames)
