@@ -155,14 +155,14 @@ def loss_ablation_cells(model: str, folders) -> list[Cell]:
     return cells
 
 
-def surfaces_grid(model: str) -> list[Cell]:
+def surfaces_grid(model: str, targets=("search", "template", "both")) -> list[Cell]:
     """Every attack surface against each shipped U-Net of ``model`` (the fixed-perturbation one and, when it ships,
     the min-max one): the undefended tracker clean and attacked on the search crop, the template and both; per
     U-Net: defended clean, non-adaptive and adaptive PGD-10 Dua-Loss on each surface, adaptive PGD-10 margin
-    loss on both, and the black-box IoU attack (which queries the defended tracker itself)."""
+    loss on both, and the black-box IoU attack (which queries the defended tracker itself). ``targets`` restricts
+    the PGD surfaces (a cheaper run)."""
     pgd8 = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
     iou = dict(attack="iou", eps=8.0, steps=10)
-    targets = ("search", "template", "both")
     cells = [Cell("clean")] + [Cell("attacked", **pgd8, target=t) for t in targets] + [Cell("attacked", **iou)]
     unets = ["bundled"] + ["bundled-minmax" for name, v in shipped_defenses() if name == model and v == "minmax"]
     for u in unets:
@@ -174,9 +174,9 @@ def surfaces_grid(model: str) -> list[Cell]:
     return cells
 
 
-def grid(name: str, model: str) -> list[Cell]:
+def grid(name: str, model: str, targets=("search", "template", "both")) -> list[Cell]:
     if name == "surfaces":
-        return surfaces_grid(model)
+        return surfaces_grid(model, targets)
     if name == "attacks":  # the undefended and non-adaptive cells over attack losses and budgets (CPU-sized)
         cells = [Cell("clean"), Cell("defended")]
         for loss in ("cls", "reg", "dua", "csa", "rtaa"):
@@ -548,6 +548,8 @@ def run(argv: list[str] | None = None) -> None:
                                                       "every model of --plan runs on it")
     parser.add_argument("--root", default="", help="the --dataset folder")
     parser.add_argument("--sequences", default="", help="with --dataset: comma-separated sequence names")
+    parser.add_argument("--targets", default="search,template,both",
+                        help="--grid surfaces: the attacked crops of the PGD cells (comma-separated)")
     args = parser.parse_args(argv)
     args.command = " ".join(sys.argv[1:] if argv is None else argv)
     if args.max_frames:
@@ -565,7 +567,7 @@ def run(argv: list[str] | None = None) -> None:
             print(f"skipping {model}: no trained weights here (give them with --weights {model}=PATH)")
             continue
         variables = load_weights(tracker, weights.get(model), allow_random=False).variables
-        cells = grid(args.grid, model) + loss_ablation_cells(model, args.loss_ablation)
+        cells = grid(args.grid, model, tuple(args.targets.split(","))) + loss_ablation_cells(model, args.loss_ablation)
         if model in own_defense:
             cells = [own_cell(c, own_defense[model]) for c in cells]
         rows += run_cells(model, variables, sets, cells, data, args.results, args.cached_only)

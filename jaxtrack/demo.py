@@ -8,9 +8,11 @@ memory by the torch-free reader); SiamRPN has no checkpoint here and runs with r
 says so: its success is that of an untrained network, the speed figures are real.
 
 Beside each clean row of the ``robust_models``, more: the tracker under an online attack (PGD-10, ε = 8 grey
-levels, Dua-Loss, every frame's search crop), the tracker behind the DuaLossDef U-Net shipped for it under the same
-attack (computed on the undefended tracker: the non-adaptive setting), and the tracker with MTP template
-refinement (16 steps of 0.05).
+levels, Dua-Loss, every frame's search crop); each DuaLossDef U-Net shipped for it under the same attack in the
+setting that U-Net was built for -- the fixed-perturbation U-Net against the attack computed on the undefended
+tracker (non-adaptive: it was trained on such crops), the min-max U-Net against the attack through it (adaptive:
+it was trained against that attacker); and the tracker with MTP template refinement (16 steps of 0.05). The data
+are the same synthetic sequences for every row (never chosen for the defense).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class DemoConfig:
     attack_eps: float = 8.0
     attack_steps: int = 10
     refine_steps: int = 16
-    defend: bool = True  # a row with the shipped DuaLossDef U-Net under the same attack (non-adaptive)
+    defend: bool = True  # rows with the shipped DuaLossDef U-Nets under the same attack, each in its own setting
 
     def variants(self, tracker, variables):
         """(label, tracker, variables) shown for one model: clean, then attacked and refined for
@@ -55,8 +57,13 @@ class DemoConfig:
             attack = OnlineAttack(attack_config(self.attack, self.attack_eps, self.attack_steps), loss=self.attack_loss)
             out.append((f"attacked: {attack.describe()}", *robust.wrap(tracker, variables, attack=attack)))
             if self.defend and bundled_defense(tracker.name) is not None:
-                defended = robust.wrap(tracker, variables, attack=attack, defense=robust.Defense("bundled"))
-                out.append(("defended (shipped U-Net), same attack", *defended))
+                defended = robust.wrap(tracker, variables, attack=attack, defense=robust.Defense("bundled"),
+                                       adaptive=False)
+                out.append(("defended: fixed-perturbation U-Net, attack on the undefended tracker", *defended))
+            if self.defend and bundled_defense(tracker.name, "minmax") is not None:
+                defended = robust.wrap(tracker, variables, attack=attack, defense=robust.Defense("bundled-minmax"),
+                                       adaptive=True)
+                out.append(("defended: min-max U-Net, attack through it (adaptive)", *defended))
             refined = robust.wrap(tracker, variables, refine=robust.Refinement(self.refine_steps))
             out.append((f"template refined ({self.refine_steps} steps)", *refined))
         return out

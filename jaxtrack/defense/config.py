@@ -414,14 +414,15 @@ def unet_nanotrack_minmax() -> DefenseTrainConfig:
 
 def unet_siamfcpp_tiny_minmax() -> DefenseTrainConfig:
     """Min-max adversarial training of the compact SiamFC++'s U-Net, as ``unet_nanotrack_minmax`` from the shipped
-    ``unet_siamfcpp_tiny`` U-Net, with that recipe's data; 400 steps. Shipped as ``--defense bundled-minmax``.
+    ``unet_siamfcpp_tiny`` U-Net, with that recipe's data; 300 steps (as that recipe). Shipped as
+    ``--defense bundled-minmax``.
 
     Run::
 
         jaxtrack train-defense --config unet_siamfcpp_tiny_minmax --workdir runs/unet_siamfcpp_tiny_minmax \
             --eval-pairs 32
     """
-    return _minmax(unet_siamfcpp_tiny(), steps=400)
+    return _minmax(unet_siamfcpp_tiny(), steps=300)
 
 
 DEFENSE_CONFIGS: dict[str, Callable[[], DefenseTrainConfig]] = {
