@@ -198,6 +198,10 @@ def cmd_eval(args) -> int:
     from jaxtrack.eval.report import format_table, score_results
     from jaxtrack.tracking import create
 
+    if args.distributed:  # before any other JAX call: every process of the job runs this same command
+        import jax
+
+        jax.distributed.initialize()
     sequences = _load_sequences(args.dataset, args.root, args.annotations, _split_names(args.sequences))
     if args.max_frames < 0:
         raise ValueError(f"--max-frames must be >= 0, got {args.max_frames}")
@@ -309,8 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   "without --weights)")
     p.add_argument("--chunk-size", type=int, default=64, help="frames loaded and scanned at a time (memory bound)")
     p.add_argument("--batch-memory-mb", type=float, default=0.0,
-                   help="one-pass only: track same-size sequences together with track_batch (vmap), loading up to "
-                        "this many MB of frames at once; 0 = one sequence at a time")
+                   help="one-pass only: track same-size sequences together with track_batch (vmap, split over "
+                        "every local device), loading up to this many MB of frames at once; 0 = one sequence at a "
+                        "time")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: jax.distributed.initialize() (cluster auto-detection), then each process "
+                        "tracks its share of the sequences into the same --results folder")
     _add_robustness_args(p)
     p.set_defaults(func=cmd_eval)
 

@@ -37,10 +37,12 @@ from jaxtrack.eval.vot import format_record, parse_record, run_vot_sequence
 __all__ = [
     "RESULT_FOLDERS",
     "RESULT_FOLDER_ALIASES",
+    "process_share",
     "protocol_of",
     "result_folder",
     "result_path",
     "run_dataset",
+    "sequence_mesh",
     "write_ope_result",
     "write_vot_result",
     "find_dataset_dir",
@@ -150,18 +152,48 @@ def _batch_groups(sequences: list, budget_bytes: float) -> list[list]:
     return groups
 
 
-def _track_group(tracker, variables, group: list, chunk_size: int) -> dict[str, np.ndarray]:
-    """``track_batch`` over sequences of one frame size (frames padded to the longest)."""
+def sequence_mesh(devices=None):
+    """A 1-D mesh ``seq`` over ``devices`` (default: this process's devices) for :func:`run_dataset`: the sequences
+    of a ``track_batch`` group are split over it; None with a single device."""
+    import jax
+
+    devices = list(jax.local_devices() if devices is None else devices)
+    if len(devices) < 2:
+        return None
+    return jax.sharding.Mesh(np.array(devices), ("seq",))
+
+
+def process_share(sequences: list) -> list:
+    """This process's share of ``sequences`` under ``jax.distributed`` (every ``process_count``-th, from
+    ``process_index``; all of them in a single process). The shares partition the list, so the processes write
+    disjoint result files into one results folder."""
+    import jax
+
+    n, i = jax.process_count(), jax.process_index()
+    return list(sequences) if n == 1 else [s for k, s in enumerate(sequences) if k % n == i]
+
+
+def _track_group(tracker, variables, group: list, chunk_size: int, mesh=None) -> dict[str, np.ndarray]:
+    """``track_batch`` over sequences of one frame size (frames padded to the longest); with ``mesh`` the batch is
+    padded to a multiple of its devices (with one-frame copies of the first sequence) and split over them."""
     t = max(s.num_frames for s in group)
     h, w = group[0].frame_size
-    frames = np.zeros((len(group), t, h, w, 3), dtype=np.uint8)
+    pad = 0 if mesh is None else -len(group) % mesh.devices.size
+    frames = np.zeros((len(group) + pad, t, h, w, 3), dtype=np.uint8)
     for b, s in enumerate(group):
         k = 0
         for chunk in s.iter_chunks(chunk_size):
             frames[b, k:k + len(chunk)] = chunk
             k += len(chunk)
-    boxes0 = np.stack([s.ground_truth[0] for s in group])
-    lengths = np.array([s.num_frames for s in group])
+    frames[len(group):, 0] = frames[0, 0]
+    boxes0 = np.stack([s.ground_truth[0] for s in group] + [group[0].ground_truth[0]] * pad).astype(np.float32)
+    lengths = np.array([s.num_frames for s in group] + [1] * pad)
+    if mesh is not None:
+        import jax
+
+        split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seq"))
+        frames, boxes0 = jax.device_put(frames, split), jax.device_put(boxes0, split)
+        variables = jax.device_put(variables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     boxes, _ = tracker.track_batch(variables, frames, boxes0, lengths)
     boxes = np.asarray(boxes)
     return {s.name: boxes[b, :s.num_frames] for b, s in enumerate(group)}
@@ -179,8 +211,9 @@ def run_dataset(
     progress: bool = True,
     batch_memory_mb: float = 0.0,
     on_sequence_done: Callable[[str, Path], None] | None = None,
+    mesh="local",
 ) -> dict[str, Path]:
-    """Track every sequence and write its result file; returns {video: result path}.
+    """Track every sequence and write its result file; returns {video: result path} (of every sequence).
 
     ``protocol``: ``"ope"`` (one pass through :func:`jaxtrack.eval.runner.run_sequence`, chunked, bounded
     memory) or ``"vot"`` (pysot's supervised restarts, :func:`jaxtrack.eval.vot.run_vot_sequence`); default
@@ -188,6 +221,11 @@ def run_dataset(
     ``batch_memory_mb`` > 0 lets one-pass sequences of the same frame size go through ``track_batch`` together
     when all their frames fit in that many MB (faster on accelerators; results equal one-by-one tracking).
     ``on_sequence_done(video, path)`` is called after each file is written.
+
+    Devices and hosts: a ``track_batch`` group is split over ``mesh`` (default ``"local"``: every device of this
+    process, :func:`sequence_mesh`; None: one device). Under ``jax.distributed`` each process tracks its
+    :func:`process_share` of the sequences into the same results folder (a shared file system), then waits for
+    the others, so every process returns with all result files written.
     """
     from jaxtrack.eval.runner import run_sequence
 
@@ -199,8 +237,10 @@ def run_dataset(
     if dups:
         raise ValueError(f"duplicate sequence names {dups}: their result files would collide")
     paths = {s.name: result_path(results_dir, dataset_name, tracker_name, s.name, protocol) for s in sequences}
-    todo = [s for s in sequences if not paths[s.name].is_file()]
-    overall = tqdm(total=len(sequences), initial=len(sequences) - len(todo), unit="seq",
+    mine = process_share(sequences)
+    todo = [s for s in mine if not paths[s.name].is_file()]
+    mesh = sequence_mesh() if mesh == "local" else mesh
+    overall = tqdm(total=len(mine), initial=len(mine) - len(todo), unit="seq",
                    desc=f"{tracker_name} on {dataset_name}", disable=not progress)
     try:
         if protocol == "vot":
@@ -214,7 +254,7 @@ def run_dataset(
         else:
             for group in _batch_groups(list(todo), batch_memory_mb * 2**20):
                 if len(group) > 1:
-                    results = _track_group(tracker, variables, group, chunk_size)
+                    results = _track_group(tracker, variables, group, chunk_size, mesh)
                 else:
                     seq = group[0]
                     results = {seq.name: run_sequence(tracker, variables, seq, chunk_size=chunk_size,
@@ -226,7 +266,17 @@ def run_dataset(
                         on_sequence_done(seq.name, paths[seq.name])
     finally:
         overall.close()
+    _wait_for_other_processes(f"run_dataset {dataset_name} {tracker_name}")
     return paths
+
+
+def _wait_for_other_processes(name: str) -> None:
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 # ------------------------------------------------------------------------------------------------ reading
