@@ -29,9 +29,9 @@ __all__ = ["CONDITIONS", "evaluate_defense", "heldout_pairs", "heldout_report"]
 CONDITIONS = ("clean", "attacked", "defended_clean", "defended_transfer", "defended_adaptive")
 
 
-@functools.partial(jax.jit, static_argnames=("tracker", "config", "attack"))
+@functools.partial(jax.jit, static_argnames=("tracker", "config", "attack", "adaptive"))
 def _evaluate(params, tvars, z, x, boxes, negative, key, *, tracker, config: DefenseTrainConfig,
-              attack: DefenseAttackConfig):
+              attack: DefenseAttackConfig, adaptive: bool = True):
     """The five conditions of :func:`evaluate_defense` on one batch (the configurations are static: they hash by
     value, so equal configurations share the compiled function)."""
     from jaxtrack import attacks, losses
@@ -60,20 +60,22 @@ def _evaluate(params, tvars, z, x, boxes, negative, key, *, tracker, config: Def
     defended, dvars = defended_tracker(tracker, tvars, config, params)
     k1, k2 = jax.random.split(key)
     za, xa, _, _ = adversarial_crops(tracker, tvars, z, x, boxes, negative, targets, attack, target, k1, fam)
-    zd, xd, _, _ = adversarial_crops(defended, dvars, z, x, boxes, negative, targets, attack, target, k2, fam)
     clean_u = tracker.dense_predictions(raw_outputs(tracker, tvars, z, x))
     clean_d = defended.dense_predictions(raw_outputs(defended, dvars, z, x))
-    return {
+    out = {
         "clean": measure(tracker, tvars, z, x, ref, targets, clean_u),
         "attacked": measure(tracker, tvars, za, xa, ref, targets, clean_u),
         "defended_clean": measure(defended, dvars, z, x, ref, targets, clean_d),
         "defended_transfer": measure(defended, dvars, za, xa, ref, targets, clean_d),
-        "defended_adaptive": measure(defended, dvars, zd, xd, ref, targets, clean_d),
     }
+    if adaptive:
+        zd, xd, _, _ = adversarial_crops(defended, dvars, z, x, boxes, negative, targets, attack, target, k2, fam)
+        out["defended_adaptive"] = measure(defended, dvars, zd, xd, ref, targets, clean_d)
+    return out
 
 
 def evaluate_defense(tracker, tracker_variables, config: DefenseTrainConfig, params, batch, key=None,
-                     attack: DefenseAttackConfig | None = None) -> dict:
+                     attack: DefenseAttackConfig | None = None, adaptive: bool = True) -> dict:
     """The defense on a batch of crop pairs, per pair (NumPy ``[B]`` arrays), in five conditions:
 
     ``clean`` (undefended tracker, clean crops), ``attacked`` (undefended, PGD against it), ``defended_clean``,
@@ -81,12 +83,14 @@ def evaluate_defense(tracker, tracker_variables, config: DefenseTrainConfig, par
     attack) and ``defended_adaptive`` (defended, PGD through the U-Net). Each gives ``dua`` (Dua-Loss against
     the ground truth, labels from that model's clean predictions; larger = worse), ``iou`` (IoU of the best-scoring
     box with the ground truth) and ``train`` (the family's training loss). ``attack`` defaults to the training
-    attack (``config.attack``); positive pairs are what these numbers mean something for.
+    attack (``config.attack``); positive pairs are what these numbers mean something for. ``adaptive=False``
+    leaves out ``defended_adaptive`` (a cheaper program: no PGD through the U-Net).
     """
     attack = attack or config.attack
     key = jax.random.key(0) if key is None else key
     out = _evaluate(params, tracker_variables, batch["template"], batch["search"], batch["box"],
-                    np.asarray(batch["negative"], bool), key, tracker=tracker, config=config, attack=attack)
+                    np.asarray(batch["negative"], bool), key, tracker=tracker, config=config, attack=attack,
+                    adaptive=adaptive)
     return jax.tree_util.tree_map(np.asarray, jax.device_get(out))
 
 
