@@ -385,11 +385,12 @@ def test_attack_through_defense_differentiates_the_unet(tracker, variables, pair
 
 def test_warm_start_and_eps_curriculum(full_run, tracker, variables, data_root, tmp_path):
     """A run with ``init_from`` = the exported U-Net of the full run starts from exactly its parameters, and a run
-    with an ε curriculum logs the budget of each stage (ε 4, then 8 from step 2 on: ramp 2 steps, 2 stages); a
-    U-Net of other hyper-parameters is refused, naming what differs."""
+    with an ε curriculum logs the budget of each stage (ε 4, then 8 from step 2 on: ramp 2 steps, 2 stages; the
+    last step runs after the ramp is over, when the step no longer reads the state's step count); a U-Net of other
+    hyper-parameters is refused, naming what differs."""
     _, full = full_run
     folder = full.workdir / C.DEFENSE_DIR
-    config = small_config(data_root, steps=3, init_from=str(folder),
+    config = small_config(data_root, steps=4, init_from=str(folder),
                           **{"attack.ramp_steps": 2, "attack.ramp_stages": 2})
     params = T.warm_start_params(config, tracker)
     assert max_abs_diff(params, full.params) == 0.0
@@ -404,7 +405,7 @@ def test_warm_start_and_eps_curriculum(full_run, tracker, variables, data_root, 
     result = T.train_defense(config, tmp_path / "warm", tracker=tracker, tracker_variables=variables, progress=False,
                              plot=False)
     rows = read_metrics(result.workdir / METRICS_FILE)
-    assert [r["attack_eps"] for r in rows] == [4.0, 8.0, 8.0]
+    assert [r["attack_eps"] for r in rows] == [4.0, 8.0, 8.0, 8.0]
     # the first step saw the warm-start U-Net: its defended adversarial loss is not the identity U-Net's
     assert rows[0]["adv"] != pytest.approx(rows[0]["undefended_adv"], rel=1e-3)
 

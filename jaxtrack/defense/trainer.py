@@ -137,7 +137,7 @@ def make_defense_train_step(tracker, tracker_variables, config: DefenseTrainConf
     ramp = {"over": not config.attack.ramp_steps}
 
     def static(state):
-        step = 0
+        step = config.attack.ramp_steps  # past the ramp: the full budget
         if not ramp["over"]:
             step = int(jax.device_get(state.step))
             ramp["over"] = step >= config.attack.ramp_steps
