@@ -407,9 +407,9 @@ def unet_nanotrack_minmax() -> DefenseTrainConfig:
     As ``unet_nanotrack`` (same U-Net, data and training sequences) except: warm start from the shipped
     ``unet_nanotrack`` U-Net (``init_from=bundled``); PGD-5 (ε = 8, step 2, random start) on the Dua-Loss through
     the current U-Net on both crops; an ε curriculum over the first quarter of the run (ε 2, 4, 6, 8 with the step
-    size scaled alike); AdamW lr 3e-4 (a warm start), 20 warm-up steps, cosine; 600 steps of 8 pairs.
+    size scaled alike); AdamW lr 3e-4 (a warm start), 20 warm-up steps, cosine; 400 steps of 8 pairs.
     """
-    return _minmax(unet_nanotrack(), steps=600)
+    return _minmax(unet_nanotrack(), steps=400)
 
 
 def unet_siamfcpp_tiny_minmax() -> DefenseTrainConfig:
