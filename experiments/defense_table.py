@@ -299,6 +299,9 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
                          "seconds": seconds, "frames": int(sum(s.num_frames for s in seqs))})
             label = "EAO" if main["protocol"] == "vot" else "AUC"
             print(f"{model} {set_name} {tracker.name}: {label} {main['auc']:.3f}", flush=True)
+            # a cell's programs are not reused by the next one; a long grid that kept them all died in LLVM's
+            # code allocator (vm.max_map_count) after about 25 cells
+            jax.clear_caches()
     return rows
 
 
