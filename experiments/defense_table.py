@@ -405,8 +405,9 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
     clean = {(r["model"], r["set"]): r["auc"] for r in rows if r["cell"].condition == "clean"}
     lines = [
         f"DuaLossDef, `experiments/defense_table.py {args.command or '(defaults)'}` (the U-Nets shipped in "
-        "`jaxtrack/assets/defenses`; attacks on every frame's search crop, ε in grey levels, labels from the clean "
-        "prediction; success AUC / precision at 20 px with pysot's OTB metrics).",
+        "`jaxtrack/assets/defenses`; attacks on every frame's search crop unless the attack names the template (perturbed "
+        "at initialisation) or both; ε in grey levels, labels from the clean prediction; success AUC / precision at "
+        "20 px with pysot's OTB metrics).",
         "",
         "| model | sequences | condition | attack (target) | defense (where, trained with) | ablation | "
         "success AUC (OTB) / EAO (VOT) | P@20 (OTB) / accuracy, robustness (VOT) | ÷ clean | frames/s |",
