@@ -62,9 +62,15 @@ import jax.numpy as jnp
 from jaxtrack import attacks, robust, tracking
 from jaxtrack.attacks import OnlineAttack, attack_config
 from jaxtrack.defense import defended_from_checkpoint
-from jaxtrack.defense.checkpoint import bundled_defense, bundled_spec, read_defense_card, shipped_defenses
+from jaxtrack.defense.checkpoint import (
+    bundled_defense,
+    bundled_spec,
+    parse_bundled_spec,
+    read_defense_card,
+    shipped_defenses,
+)
 from jaxtrack.eval.benchmark import run_dataset
-from jaxtrack.eval.heldout import HELD_OUT_OTB, held_out_otb, held_out_synthetic, parse_weights
+from jaxtrack.eval.heldout import HELD_OUT_OTB, add_user_data_args, held_out_otb, held_out_synthetic, parse_weights
 from jaxtrack.eval.report import score_results
 from jaxtrack.fileio import atomic_write_text
 from jaxtrack.timing import interleaved
@@ -116,11 +122,12 @@ class Cell:
     def defense_text(self) -> str:
         if self.condition in ("clean", "attacked"):
             return "–"
-        if self.defense.startswith("bundled:"):
-            origin = f"from {self.defense.partition(':')[2]}"
+        shipped = parse_bundled_spec(self.defense)
+        if shipped is not None and shipped[1]:
+            origin = f"from {shipped[1]}" + (f", {shipped[0]}" if shipped[0] else "")
         elif self.trained_with:
             origin = f"own, {self.trained_with}-only attack"
-        elif self.defense == "bundled-minmax":
+        elif shipped is not None and shipped[0] == "minmax":
             origin = "own, min-max"
         else:
             origin = "own"
@@ -155,6 +162,11 @@ def loss_ablation_cells(model: str, folders) -> list[Cell]:
     return cells
 
 
+def own_unets(model: str) -> list[str]:
+    """The specs of the U-Nets shipped for ``model``: ``bundled``, then ``bundled-minmax`` when it ships."""
+    return ["bundled"] + (["bundled-minmax"] if (model, "minmax") in shipped_defenses() else [])
+
+
 def surfaces_grid(model: str, targets=("search", "template", "both")) -> list[Cell]:
     """Every attack surface against each shipped U-Net of ``model`` (the fixed-perturbation one and, when it ships,
     the min-max one): the undefended tracker clean and attacked on the search crop, the template and both; per
@@ -164,8 +176,7 @@ def surfaces_grid(model: str, targets=("search", "template", "both")) -> list[Ce
     pgd8 = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
     iou = dict(attack="iou", eps=8.0, steps=10)
     cells = [Cell("clean")] + [Cell("attacked", **pgd8, target=t) for t in targets] + [Cell("attacked", **iou)]
-    unets = ["bundled"] + ["bundled-minmax" for name, v in shipped_defenses() if name == model and v == "minmax"]
-    for u in unets:
+    for u in own_unets(model):
         cells.append(Cell("defended", defense=u))
         for t in targets:
             cells += [Cell("non-adaptive", **pgd8, target=t, defense=u), Cell("adaptive", **pgd8, target=t, defense=u)]
@@ -540,18 +551,11 @@ def run(argv: list[str] | None = None) -> None:
                         help="only tabulate cells an earlier run finished (no tracking)")
     parser.add_argument("--results", default="out/defense_table")
     parser.add_argument("--docs", default=str(ROOT / "docs"))
-    parser.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
-                        help="tracker weights of MODEL (a jaxtrack convert / training-export folder, an orbax "
-                             "folder or a .pth); repeatable")
+    add_user_data_args(parser, max_frames=False)  # --weights, --dataset/--root/--sequences (every --plan model)
     parser.add_argument("--defense-for", action="append", default=[], metavar="MODEL=SPEC",
                         help="the U-Net that defends MODEL in the 'own' cells: a jaxtrack train-defense folder "
                              "(WORKDIR/defense) or a shipped spec (bundled[-minmax][:TRACKER], transfer allowed); "
                              "default: the one shipped for MODEL; repeatable")
-    parser.add_argument("--dataset", default="", help="a benchmark of jaxtrack.data.load_dataset (otb100, lasot, "
-                                                      "vot2018, ...) instead of the held-out sets; needs --root; "
-                                                      "every model of --plan runs on it")
-    parser.add_argument("--root", default="", help="the --dataset folder")
-    parser.add_argument("--sequences", default="", help="with --dataset: comma-separated sequence names")
     parser.add_argument("--targets", default="search,template,both",
                         help="--grid surfaces: the attacked crops of the PGD cells (comma-separated)")
     args = parser.parse_args(argv)
@@ -577,9 +581,7 @@ def run(argv: list[str] | None = None) -> None:
         rows += run_cells(model, variables, sets, cells, data, args.results, args.cached_only)
         if bundled_defense(model) is None or model in own_defense:
             continue
-        specs = ["bundled"] + (["bundled-minmax"] if args.grid == "surfaces" and
-                               (model, "minmax") in shipped_defenses() else [])
-        for spec in specs:
+        for spec in own_unets(model) if args.grid == "surfaces" else ["bundled"]:
             key = model if spec == "bundled" else f"{model} ({spec})"
             tag = "" if spec == "bundled" else f"{spec}_"
             earlier = sorted(Path(args.results).glob(f"convergence_{model}_{tag}[0-9]*.json"))

@@ -37,7 +37,7 @@ def _variables(tracker, weights):
 
 def _add_robustness_args(p) -> None:
     """--attack/--loss/... and --refine-template/... (shared by track and eval)."""
-    from jaxtrack.attacks import ATTACKS, LOSSES, TARGETS
+    from jaxtrack.attacks import ATTACKS, LOSSES, REFINE_LOSSES, TARGETS
 
     g = p.add_argument_group("online attack (every frame's search crop and/or the template at initialisation)")
     g.add_argument("--attack", choices=ATTACKS, help="projected-gradient attack, or iou (the black-box IoU attack: "
@@ -59,7 +59,7 @@ def _add_robustness_args(p) -> None:
     g.add_argument("--refine-steps", type=int, default=16, help="descent steps (MTP: 16 on OTB, 2 on VOT/GOT-10k)")
     g.add_argument("--refine-alpha", type=float, default=0.05, help="pixels per step (MTP: 0.05)")
     g.add_argument("--refine-eps", type=float, help="optional L-inf bound on the template change (pixels)")
-    g.add_argument("--refine-loss", default="family", choices=["family", "mtp", "generic"],
+    g.add_argument("--refine-loss", default="family", choices=REFINE_LOSSES,
                    help="loss descended: the family's training loss with its training weights, mtp (SiamFC++ only: "
                         "MTP's weights, focal alpha 0.5, gamma 0, IoU weight 1) or the family-independent one")
     g = p.add_argument_group("defense (DuaLossDef U-Net before the network)")

@@ -44,8 +44,10 @@ class Defense:
     def apply(self, tracker: Tracker, variables) -> tuple[Tracker, dict]:
         """``(defended tracker, its variables)`` (:func:`jaxtrack.defense.defended_from_checkpoint`)."""
         from jaxtrack.defense import defended_from_checkpoint
+        from jaxtrack.defense.checkpoint import parse_bundled_spec
 
-        transfer = self.allow_transfer or (self.checkpoint.startswith("bundled") and ":" in self.checkpoint)
+        shipped = parse_bundled_spec(self.checkpoint)
+        transfer = self.allow_transfer or (shipped is not None and bool(shipped[1]))  # shipped for another tracker
         return defended_from_checkpoint(tracker, variables, self.checkpoint, self.where, allow_transfer=transfer)
 
 

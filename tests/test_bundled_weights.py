@@ -38,6 +38,7 @@ def test_shipped_defenses_load_fit_their_trackers_and_resolve_by_name():
     from jaxtrack.defense import defended_from_checkpoint
     from jaxtrack.defense.checkpoint import (
         bundled_defense,
+        parse_bundled_spec,
         read_defense_card,
         resolve_defense,
         shipped_defenses,
@@ -63,6 +64,8 @@ def test_shipped_defenses_load_fit_their_trackers_and_resolve_by_name():
         resolve_defense("bundled-nosuch", "nanotrack_v2")
     with pytest.raises(ValueError, match="not a shipped-defense spec"):
         resolve_defense("bundled_minmax", "nanotrack_v2")
+    assert [parse_bundled_spec(s) for s in ("bundled", "bundled-minmax", "bundled:x", "bundled-minmax:x", "runs/d")] == [
+        ("", ""), ("minmax", ""), ("", "x"), ("minmax", "x"), None]
     with pytest.raises(ValueError, match="no defense ships for tracker 'siamrpn_alex'"):
         resolve_defense("bundled", "siamrpn_alex")
     with pytest.raises(ValueError, match="family 'nanotrack'"):

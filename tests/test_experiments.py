@@ -62,6 +62,30 @@ def test_weights_flag_reaches_the_tracker(synthetic_root, tmp_path):
     assert (tmp_path / "docs" / "attack_table.md").is_file()
 
 
+def test_template_refinement_runs_mtp_protocol_with_given_weights(synthetic_root, tmp_path):
+    """``template_refinement.py --mtp`` on a SiamFC++ with a user's weights folder: the baseline and the N = 16
+    refined tracker with MTP's loss (its result folder says ``-mtp``) run on the given dataset; the clean boxes are
+    those of the given weights."""
+    from jaxtrack.data.datasets import load_dataset
+    from jaxtrack.weights.store import new_card, save_weights
+
+    tracker = tracking.create("siamfcpp_tiny")
+    random_vars = tracker.init_variables(jax.random.key(3))
+    folder = save_weights(tmp_path / "converted", random_vars, new_card("tracker", "siamfcpp_tiny", random_vars))
+    results = tmp_path / "results"
+    _script("template_refinement").run(["--mtp", "--models", "siamfcpp_tiny", "--weights", f"siamfcpp_tiny={folder}",
+                                        "--dataset", "synthetic", "--root", str(synthetic_root),
+                                        "--results", str(results), "--docs", str(tmp_path / "docs")])
+    seq = load_dataset("synthetic", synthetic_root)[0]
+    frames = np.stack([seq.frame(i) for i in range(seq.num_frames)])
+    expected, _ = tracker.track_sequence(random_vars, frames, seq.init_box)
+    written = np.loadtxt(result_path(results, "synthetic", tracker.name, seq.name), delimiter=",")
+    np.testing.assert_allclose(written, np.asarray(expected), atol=2e-3)
+    assert result_path(results, "synthetic", f"{tracker.name}_refine16-mtp", seq.name).is_file()
+    table = (tmp_path / "docs" / "template_refinement.md").read_text()
+    assert "| siamfcpp_tiny | synthetic | 16 |" in table
+
+
 def test_bad_flags_are_refused(tmp_path):
     assert parse_weights([f"siamfcpp_tiny={tmp_path}"]) == {"siamfcpp_tiny": str(tmp_path)}
     for item, needle in (("siamfcpp_tiny", "expected MODEL=PATH"), ("nosuch=x", "unknown tracker 'nosuch'"),

@@ -1,4 +1,4 @@
-"""jaxtrack.attacks.iou: the black-box IoU attack -- its IoU against the NumPy metric, its L∞ budget (exact, as
+"""jaxtrack.attacks.iou: the black-box IoU attack -- its IoU score against the NumPy metric, its L∞ budget (exact, as
 :func:`jaxtrack.attacks.project` guarantees), that it never differentiates (the tracker it attacks is behind
 ``jax.pure_callback``, which has no derivative), that it lowers the IoU score of a toy tracker whose boxes it can
 move, and that it lowers NanoTrack's (real weights) overlap with its clean boxes on a real sequence.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxtrack import attacks
-from jaxtrack.attacks.iou import IoUAttackConfig, iou_attack, iou_score, iou_xywh
+from jaxtrack.attacks.iou import IoUAttackConfig, iou_attack, iou_score
 from jaxtrack.eval.metrics import iou_xywh as numpy_iou
 
 SIDE = 48
@@ -40,11 +40,11 @@ def test_iou_matches_the_numpy_metric():
     b = np.concatenate([a[:50] + rng.normal(0, 3, (50, 4)), rng.uniform(0, 50, (150, 4))]).astype(np.float32)
     b[:, 2:] = np.abs(b[:, 2:])
     # float32 against the metric's float64: a few ulps of areas up to 2,500 (measured 3.3e-6 relative)
-    np.testing.assert_allclose(np.asarray(iou_xywh(jnp.asarray(a), jnp.asarray(b))), numpy_iou(a, b), rtol=2e-5,
-                               atol=1e-6)
+    spatial_only = iou_score(jnp.asarray(a), jnp.asarray(b), jnp.zeros(4), 0.0)  # w_t = 0: the IoU itself
+    np.testing.assert_allclose(np.asarray(spatial_only), numpy_iou(a, b), rtol=2e-5, atol=1e-6)
     # hand-worked: two 2x2 boxes overlapping on 1x2 -> 2 / 6; the score weighs spatial 0.9, temporal 0.1
     one = jnp.array([0.0, 0.0, 2.0, 2.0])
-    assert float(iou_xywh(one, jnp.array([1.0, 0.0, 2.0, 2.0]))) == pytest.approx(1 / 3)
+    assert float(iou_score(one, jnp.array([1.0, 0.0, 2.0, 2.0]), one, 0.0)) == pytest.approx(1 / 3)
     assert float(iou_score(one, one, jnp.array([1.0, 0.0, 2.0, 2.0]), 0.1)) == pytest.approx(0.9 + 0.1 / 3)
 
 

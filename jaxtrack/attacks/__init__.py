@@ -64,7 +64,9 @@ from jaxtrack.attacks.online import (
 )
 from jaxtrack.attacks.refine import (
     MTP_ALPHA,
+    MTP_SIAMFCPP_WEIGHTS,
     MTP_STEPS,
+    REFINE_LOSSES,
     RefinedTracker,
     refine_crop,
     refined,
@@ -90,7 +92,9 @@ __all__ = [
     "refined",
     "LOSSES",
     "MTP_ALPHA",
+    "MTP_SIAMFCPP_WEIGHTS",
     "MTP_STEPS",
+    "REFINE_LOSSES",
     "TARGETS",
     "attack_crops",
     "attack_pair",

@@ -43,8 +43,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxtrack.attacks.core import project
+from jaxtrack.attacks.losses import box_iou
 
-__all__ = ["IoUAttackConfig", "iou_attack", "iou_score", "iou_xywh"]
+__all__ = ["IoUAttackConfig", "iou_attack", "iou_score"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,18 +91,18 @@ class IoUAttackConfig:
         return f"iou{self.steps}x{self.candidates}"
 
 
-def iou_xywh(a: jax.Array, b: jax.Array) -> jax.Array:
-    """IoU of boxes ``(x, y, w, h)`` (last axis), broadcast; 0 for empty unions."""
-    lo = jnp.maximum(a[..., :2], b[..., :2])
-    hi = jnp.minimum(a[..., :2] + a[..., 2:], b[..., :2] + b[..., 2:])
-    inter = jnp.prod(jnp.maximum(hi - lo, 0.0), axis=-1)
-    union = jnp.prod(a[..., 2:], axis=-1) + jnp.prod(b[..., 2:], axis=-1) - inter
-    return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+def _centre_size(box):
+    """``(x, y, w, h)`` -> ``(cx, cy, w, h)``, the form of :func:`jaxtrack.attacks.box_iou`."""
+    box = jnp.asarray(box, jnp.float32)
+    return jnp.concatenate([box[..., :2] + box[..., 2:] / 2, box[..., 2:]], axis=-1)
 
 
 def iou_score(boxes, clean_box, previous_box, temporal_weight: float) -> jax.Array:
-    """The IoU score ``(1 − w_t) · IoU(boxes, clean_box) + w_t · IoU(boxes, previous_box)`` (per box)."""
-    return (1.0 - temporal_weight) * iou_xywh(boxes, clean_box) + temporal_weight * iou_xywh(boxes, previous_box)
+    """The IoU score ``(1 − w_t) · IoU(boxes, clean_box) + w_t · IoU(boxes, previous_box)`` (per box; boxes
+    ``(x, y, w, h)``)."""
+    b = _centre_size(boxes)
+    return ((1.0 - temporal_weight) * box_iou(b, _centre_size(clean_box))
+            + temporal_weight * box_iou(b, _centre_size(previous_box)))
 
 
 def _unit(v):
@@ -128,14 +129,12 @@ def iou_attack(query: Callable[[jax.Array], jax.Array], x: jax.Array, previous_b
     x = jnp.asarray(x, jnp.float32)
     proj = lambda v: project(v, x, c.eps, "linf")  # noqa: E731
     k_target, k_loop = jax.random.split(key)
-    clean_box = query(x[None])[0]
-    score = lambda boxes: iou_score(boxes, clean_box, previous_box, c.temporal_weight)  # noqa: E731
-
     carried = jnp.zeros_like(x) if previous_delta is None else c.carry * previous_delta
     start = proj(x + carried)
     target = proj(x + c.eps * jax.random.rademacher(k_target, x.shape, jnp.float32))
-    both = query(jnp.stack([start, target]))
-    s_start, s_target = score(both[0]), score(both[1])
+    clean_box, start_box, target_box = query(jnp.stack([x, start, target]))  # one batched query
+    score = lambda boxes: iou_score(boxes, clean_box, previous_box, c.temporal_weight)  # noqa: E731
+    s_start, s_target = score(start_box), score(target_box)
 
     def body(i, carry):
         a, s_a, delta, mu = carry

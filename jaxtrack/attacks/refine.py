@@ -36,6 +36,7 @@ import numpy as np
 from jaxtrack.attacks.core import AttackConfig, run_attack, run_attack_unrolled
 from jaxtrack.attacks.crops import predict_pair
 from jaxtrack.attacks.losses import tracking_loss
+from jaxtrack.losses.siamfcpp import LossWeights as SiamFCppLossWeights
 from jaxtrack.tracking.base import TrackState, check_frame_shape, check_init_box
 from jaxtrack.tracking.crop import channel_average
 from jaxtrack.tracking.wrapper import TrackerWrapper
@@ -98,15 +99,9 @@ REFINE_LOSSES = ("family", "mtp", "generic")
 unrefined template)."""
 
 
-def _mtp_weights():
-    from jaxtrack.losses.siamfcpp import LossWeights
-
-    return LossWeights(cls=1.0, ctr=1.0, reg=1.0, focal_alpha=0.5, focal_gamma=0.0)
-
-
 #: The SiamFC++ loss settings of MTP's template update (focal α 0.5, γ 0 — a plain BCE weighted 0.5 — centre-ness
 #: weight 1, IoU weight 1), against the training defaults (α 0.25, γ 2, IoU weight 3) that ``family`` uses.
-MTP_SIAMFCPP_WEIGHTS = _mtp_weights()
+MTP_SIAMFCPP_WEIGHTS = SiamFCppLossWeights(cls=1.0, ctr=1.0, reg=1.0, focal_alpha=0.5, focal_gamma=0.0)
 
 
 def family_refinement_loss(tracker, variables, z, x0, gt, weights=None):

@@ -50,6 +50,7 @@ __all__ = [
     "branches",
     "bundled_defense",
     "bundled_spec",
+    "parse_bundled_spec",
     "shipped_defenses",
     "resolve_defense",
     "load_for_tracker",
@@ -98,19 +99,26 @@ def bundled_spec(tracker: str, variant: str = "") -> str:
     return f"bundled{'-' + variant if variant else ''}:{tracker}"
 
 
+def parse_bundled_spec(spec) -> tuple[str, str] | None:
+    """``(variant, tracker)`` of a shipped-defense spec ``bundled[-<variant>][:<tracker>]`` (``""`` for a part not
+    given: the default U-Net, the tracker it defends), None for anything else (a folder)."""
+    match = _BUNDLED_SPEC.fullmatch(str(spec))
+    return None if match is None else (match["variant"] or "", match["tracker"] or "")
+
+
 def resolve_defense(spec: str | os.PathLike, tracker_name: str) -> Path:
     """The folder a defense spec names: a path, ``bundled`` (the defense shipped for ``tracker_name``),
     ``bundled-<variant>`` (another U-Net shipped for it, e.g. ``bundled-minmax``), or either with ``:<tracker>``
     (the one shipped for another tracker: transfer experiments)."""
     text = str(spec)
-    match = _BUNDLED_SPEC.fullmatch(text)
-    if match:
-        name = match["tracker"] or tracker_name
-        path = bundled_defense(name, match["variant"] or "")
+    parsed = parse_bundled_spec(text)
+    if parsed is not None:
+        variant, name = parsed[0], parsed[1] or tracker_name
+        path = bundled_defense(name, variant)
         if path is None:
             have = ", ".join(bundled_spec(*k) for k in shipped_defenses()) or "none"
             raise ValueError(f"--defense {text}: no defense ships for tracker {name!r}"
-                             f"{' as ' + repr(match['variant']) if match['variant'] else ''} (shipped: {have}); "
+                             f"{' as ' + repr(variant) if variant else ''} (shipped: {have}); "
                              f"train one with jaxtrack train-defense and pass its folder")
         return path
     if text.startswith("bundled"):

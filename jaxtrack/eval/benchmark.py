@@ -170,7 +170,7 @@ def process_share(sequences: list) -> list:
     import jax
 
     n, i = jax.process_count(), jax.process_index()
-    return list(sequences) if n == 1 else [s for k, s in enumerate(sequences) if k % n == i]
+    return [s for k, s in enumerate(sequences) if k % n == i]
 
 
 def _track_group(tracker, variables, group: list, chunk_size: int, mesh=None) -> dict[str, np.ndarray]:

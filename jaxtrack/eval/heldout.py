@@ -118,9 +118,9 @@ def headline_scores(scores: dict) -> tuple[float, float]:
     return float(scores["success_auc"]), float(scores["precision"])
 
 
-def add_user_data_args(parser) -> None:
-    """``--weights MODEL=PATH`` (repeatable) and ``--dataset/--root/--sequences/--max-frames``: the experiments run
-    with anyone's checkpoints on any supported benchmark."""
+def add_user_data_args(parser, max_frames: bool = True) -> None:
+    """``--weights MODEL=PATH`` (repeatable) and ``--dataset/--root/--sequences`` (and ``--max-frames``, unless the
+    script has its own): the experiments run with anyone's checkpoints on any supported benchmark."""
     parser.add_argument("--weights", action="append", default=[], metavar="MODEL=PATH",
                         help="weights of MODEL: a jaxtrack convert / training-export folder, an orbax folder or a "
                              "PyTorch checkpoint (.pth); repeatable")
@@ -129,7 +129,9 @@ def add_user_data_args(parser) -> None:
     parser.add_argument("--root", default="", help="the --dataset folder")
     parser.add_argument("--sequences", default="", help="with --dataset: comma-separated sequence names (all when "
                                                         "empty)")
-    parser.add_argument("--max-frames", type=int, default=0, help="with --dataset: first N frames of every sequence")
+    if max_frames:
+        parser.add_argument("--max-frames", type=int, default=0, help="with --dataset: first N frames of every "
+                                                                     "sequence")
 
 
 def user_sets(args):
