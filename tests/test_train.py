@@ -520,6 +520,59 @@ def test_run_loop_sigterm_saves_last_step_and_resume_matches(tmp_path):
     assert [r["step"] for r in b] == list(range(1, 9)) and [r["loss"] for r in b] == [r["loss"] for r in a]
 
 
+def test_frozen_backbone_batch_norm_runs_on_its_running_statistics(tracker, variables):
+    """A whole-run freeze of ``basemodel`` puts its BatchNorm in inference mode (pysot's ``.eval()`` on frozen
+    backbone layers): the step's loss equals the loss of a hand-assembled forward pass with the backbone on its
+    running statistics and the neck/head in train mode, and the backbone's statistics do not move while the
+    neck's do. With ``frozen_bn_eval`` off the same step normalises the backbone with batch statistics instead."""
+    from jax import numpy as jnp
+
+    from jaxtrack import losses
+    from jaxtrack.models.layers import xcorr_depthwise
+    from jaxtrack.train import state as S
+
+    rng = np.random.default_rng(3)
+    stats = jax.tree_util.tree_map(np.asarray, variables["batch_stats"])
+    # running statistics far from any batch's, so inference and train mode give clearly different features
+    stats["basemodel"] = jax.tree_util.tree_map_with_path(
+        lambda p, a: (rng.uniform(0.5, 3.0, a.shape) if path_str(p).endswith("var") else rng.normal(0, 3, a.shape))
+        .astype(a.dtype), stats["basemodel"])
+    v = {"params": variables["params"], "batch_stats": stats}
+    B, c = 4, tracker.config
+    batch = {"template": rng.integers(0, 256, (B, c.exemplar_size, c.exemplar_size, 3), dtype=np.uint8),
+             "search": rng.integers(0, 256, (B, c.instance_size, c.instance_size, 3), dtype=np.uint8),
+             "box": np.array([[60, 70, 130, 120]] * B, np.float32), "negative": np.arange(B) == 3}
+
+    def reference_forward(m, z, x):  # SiamFC++ (video_analyst) with basemodel.eval(), everything else train()
+        f_z, f_x = m.basemodel(z, False), m.basemodel(x, False)
+        c_out = xcorr_depthwise(m.c_x(f_x, True), m.c_z_k(f_z, True))
+        r_out = xcorr_depthwise(m.r_x(f_x, True), m.r_z_k(f_z, True))
+        return m.head(c_out, r_out, x.shape[2], True)
+
+    key = jax.random.key(5)
+    z, x = jnp.asarray(batch["template"], jnp.float32), jnp.asarray(batch["search"], jnp.float32)
+    raw, ref_stats = tracker.model.apply(v, z, x, method=reference_forward, mutable=["batch_stats"])
+    targets = losses.make_targets(c, batch["box"], batch["negative"], key=key)
+    ref_loss = float(losses.training_loss(c, raw, targets)[0])
+
+    optim = C.OptimConfig(name="sgd", lr=0.01, freeze=(C.FreezeRule("basemodel", -1), C.FreezeRule("head", 5)))
+    assert S.inference_bn_prefixes(optim) == ("basemodel",)  # whole-run rules only
+    assert S.inference_bn_prefixes(dataclasses.replace(optim, frozen_bn_eval=False)) == ()
+    tx, _ = S.make_optimizer(optim, 10, v["params"])
+    state = S.create_train_state(v, tx, jax.random.key(1))
+    new, metrics = S.make_train_step(tracker, optim, 10, donate=False)(state, batch, key)
+    new_stats = jax.device_get(new.batch_stats)
+    # same operations, compiled as another program (fused differently): float32 rounding only
+    assert abs(float(metrics["loss"]) - ref_loss) <= 1e-5 * abs(ref_loss), (float(metrics["loss"]), ref_loss)
+    assert max_abs_diff(new_stats["basemodel"], stats["basemodel"]) == 0.0  # never updated
+    assert max_abs_diff(new_stats["c_x"], ref_stats["batch_stats"]["c_x"]) < 1e-4  # the neck's moved as reference
+    assert max_abs_diff(new_stats["c_x"], stats["c_x"]) > 1e-3
+    # the whole network in train mode (the old behaviour, frozen_bn_eval off) gives another loss: the check bites
+    raw_train, _ = tracker.model.apply(v, z, x, True, mutable=["batch_stats"])
+    train_loss = float(losses.training_loss(c, raw_train, targets)[0])
+    assert abs(train_loss - ref_loss) > 1e-3 * abs(ref_loss), (train_loss, ref_loss)
+
+
 # runs last: the subprocess started with the module has been working while the tests above ran
 def test_step_on_eight_devices_equals_one_device(eight_devices):
     out, err = eight_devices.communicate(timeout=600)

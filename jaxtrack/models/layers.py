@@ -11,7 +11,8 @@ of the PyTorch modules they mirror, so a parameter path is the PyTorch state-dic
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,6 +24,8 @@ from .conv import SHIFT_ADD_MAX_TAPS, conv2d_nhwc, conv_general_dilated, depthwi
 __all__ = [
     "conv2d",
     "batch_norm",
+    "BatchNorm2d",
+    "batch_norm_inference_under",
     "max_pool2d",
     "pool_output_size",
     "xcorr_depthwise",
@@ -67,9 +70,47 @@ def conv2d(
     )
 
 
-def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
+class BatchNorm2d(nn.BatchNorm):
+    """``nn.BatchNorm`` whose mode is set at construction (``train``: batch statistics, running averages updated)
+    and may be overridden per call (``use_running_average``), which :func:`batch_norm_inference_under` does."""
+
+    train: bool = False
+
+    def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+        if use_running_average is None:
+            use_running_average = not self.train
+        return super().__call__(x, use_running_average, mask=mask)
+
+
+def batch_norm(train: bool, name: str | None = None) -> BatchNorm2d:
     """``torch.nn.BatchNorm2d`` (momentum 0.1 in torch's convention = 0.9 in Flax's, eps 1e-5)."""
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+    return BatchNorm2d(train=train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _under(path: str, prefix: str) -> bool:
+    prefix = prefix.strip("/")
+    return path == prefix or path.startswith(prefix + "/")
+
+
+@contextlib.contextmanager
+def batch_norm_inference_under(prefixes: Sequence[str]) -> Iterator[None]:
+    """Inside this context (while a model is applied or traced), every BatchNorm whose module path
+    (``a/b/c``, the parameter path without the leaf) is one of ``prefixes`` or lies under one normalises with its
+    running statistics and leaves them unchanged, whatever ``train`` the model passes: PyTorch's ``.eval()`` on
+    frozen sub-modules, as pysot does for the backbone layers it does not train. No prefixes: no effect."""
+    prefixes = tuple(prefixes)
+
+    def interceptor(next_fun, args, kwargs, context):
+        if (prefixes and context.method_name == "__call__" and isinstance(context.module, nn.BatchNorm)
+                and any(_under("/".join(context.module.path), p) for p in prefixes)):
+            if len(args) > 1:
+                args = (args[0], True, *args[2:])
+            else:
+                kwargs = {**kwargs, "use_running_average": True}
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        yield
 
 
 def pool_output_size(n: int, kernel: int, stride: int, padding: int = 0, ceil_mode: bool = False) -> int:

@@ -54,6 +54,11 @@ class OptimConfig:
     ``lr`` to ``end_lr`` at the last step (``cosine``: video_analyst's CosineLR; ``log``: pysot's log-spaced
     decay; ``constant``). Parameters under ``backbone_prefixes`` get ``lr * backbone_lr_mult``.
 
+    ``frozen_bn_eval`` (default on): BatchNorm layers under a whole-run freeze rule (``until_step = -1``) normalise
+    with their running statistics and never update them, as pysot's ``.eval()`` on the backbone layers it does not
+    train; off: every BatchNorm of the tracker runs in train mode (batch statistics, running averages updated).
+    Rules that end during the run leave their BatchNorm in train mode (video_analyst's freezing of conv weights).
+
     ``ema_decay`` > 0 keeps an exponential moving average of the parameters (Polyak averaging, as timm's
     ``ModelEma`` / TF's ``ExponentialMovingAverage`` with ``num_updates``: decay ``min(ema_decay, (1 + t) /
     (10 + t))`` at update ``t``); the held-out evaluation and the exported weights then use the average (with the
@@ -75,6 +80,7 @@ class OptimConfig:
     backbone_prefixes: tuple[str, ...] = ("basemodel",)
     backbone_lr_mult: float = 0.1
     freeze: tuple[FreezeRule, ...] = ()
+    frozen_bn_eval: bool = True  # BatchNorm under a whole-run freeze rule in inference mode (pysot)
     clip_grad_norm: float = 0.0  # 0 = no clipping (pysot clips the global norm at 10)
     ema_decay: float = 0.0  # 0 = no parameter average
 

@@ -3,7 +3,7 @@
 ``make_train_step(tracker, optim, total_steps, mesh)`` returns ``train_step(state, batch, key) -> (state,
 metrics)``: one module-level ``jax.jit`` whose settings are a static argument compared by value, with params /
 batch statistics / optimizer state replicated over the mesh and the batch split along the ``data`` axis.
-BatchNorm in train mode then normalises with, and updates its running averages from, the statistics of the GLOBAL batch: the jitted program is written for the whole batch and XLA inserts the
+BatchNorm in train mode (all but those under whole-run freeze rules, see ``OptimConfig.frozen_bn_eval``) then normalises with, and updates its running averages from, the statistics of the GLOBAL batch: the jitted program is written for the whole batch and XLA inserts the
 cross-device reductions, so the step on 8 devices equals the step on 1 (tests/test_train.py checks it).
 
 The loss is ``losses.training_loss(config, raw, targets)`` on ``raw = model.track(model.template(z), x,
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtrack.models.layers import batch_norm_inference_under
 from jaxtrack.train.options import FreezeRule, OptimConfig
 from jaxtrack.train.mesh import replicated
 
@@ -53,6 +54,7 @@ __all__ = [
     "StepSpec",
     "TrainStep",
     "abstract_state",
+    "inference_bn_prefixes",
 ]
 
 
@@ -261,6 +263,14 @@ def abstract_state(state: TrainState, mesh=None) -> TrainState:
     return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding), state)
 
 
+def inference_bn_prefixes(optim: OptimConfig) -> tuple[str, ...]:
+    """The module prefixes whose BatchNorm runs in inference mode during training: those of the whole-run freeze
+    rules, when ``optim.frozen_bn_eval`` is on."""
+    if not optim.frozen_bn_eval:
+        return ()
+    return tuple(rule.prefix for rule in optim.freeze if rule.until_step < 0)
+
+
 def _forward(model, train: bool):
     def fn(module, z, x):
         return module.track(module.template(z, train=train), x, train=train)
@@ -308,7 +318,8 @@ def _train_step(state: TrainState, batch, key, teacher_vars, spec: StepSpec):
         if low:
             params, z, x = cast(params), z.astype(compute_dtype), x.astype(compute_dtype)
         variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-        raw, updated = model.apply(variables, z, x, method=_forward(model, True), mutable=["batch_stats"])
+        with batch_norm_inference_under(inference_bn_prefixes(spec.optim)):
+            raw, updated = model.apply(variables, z, x, method=_forward(model, True), mutable=["batch_stats"])
         raw = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), raw)
         targets = losses.make_targets(config, batch["box"], batch["negative"], key=key)
         total, metrics = losses.training_loss(config, raw, targets)
