@@ -11,6 +11,11 @@ scales every channel count (backbone 96/256/384/384/256 and the 256-wide adjust 
 ``width_mult`` (rounded, at least 8). The default (1.0) is the published network, bit for bit, so converted
 video_analyst checkpoints keep loading. Used by the ``siamfcpp_tiny`` tracker that trains on a CPU.
 
+NanoTrack-backbone variant: ``SiamFCppAlexNet(backbone="nanotrack_v2", total_stride=16, num_conv3x3=1,
+width_mult=0.25)``: ``basemodel`` is NanoTrack v2's MobileNetV3-small (``basemodel/features/...``, the parameter
+paths of NanoTrack's ``backbone``), so its real weights graft in unchanged; z 127 -> 8x8 -> kernels 6x6,
+x 255 -> 16x16 -> 14x14 -> xcorr 9x9 -> one tower layer -> 7x7.
+
 Usage::
 
     model = SiamFCppAlexNet()
@@ -26,6 +31,7 @@ import jax
 from .alexnet import AlexNetBN
 from .heads import DenseboxHead
 from .layers import ConvBNReLU, max_pool2d, xcorr_depthwise
+from .nanotrack import MobileNetV3Small
 
 __all__ = ["SiamFCppAlexNet", "AlexNetBNScaled", "scaled_channels"]
 
@@ -71,13 +77,17 @@ class SiamFCppAlexNet(nn.Module):
     num_conv3x3: int = 3
     head_conv_bn: tuple[bool, ...] = (False, False, True)
     width_mult: float = 1.0  # compact variants: every channel count scaled (1.0 = the published network)
+    backbone: str = "alexnet"  # or "nanotrack_v2": NanoTrack v2's MobileNetV3-small features (stride 16)
 
     def setup(self):
-        if self.width_mult == 1.0:
-            w = self.head_width
+        w = self.head_width if self.width_mult == 1.0 else scaled_channels(self.head_width, self.width_mult)
+        if self.backbone == "nanotrack_v2":
+            self.basemodel = MobileNetV3Small("v2")
+        elif self.backbone != "alexnet":
+            raise ValueError(f"SiamFC++ backbone must be 'alexnet' or 'nanotrack_v2', got {self.backbone!r}")
+        elif self.width_mult == 1.0:
             self.basemodel = AlexNetBN()
         else:
-            w = scaled_channels(self.head_width, self.width_mult)
             self.basemodel = AlexNetBNScaled(self.width_mult)
         self.c_z_k = ConvBNReLU(w, 3, has_relu=False)
         self.r_z_k = ConvBNReLU(w, 3, has_relu=False)

@@ -47,6 +47,9 @@ class SiamRPNConfig:
         return (self.instance_size - self.exemplar_size) // self.anchor_stride + 1 + self.base_size
 
 
+SIAMFCPP_BACKBONES = ("alexnet", "nanotrack_v2")
+
+
 @dataclasses.dataclass(frozen=True)
 class SiamFCppConfig:
     """video_analyst ``SiamFCppTracker`` settings (anchor-free Densebox head)."""
@@ -62,8 +65,15 @@ class SiamFCppConfig:
     context_amount: float = 0.5
     min_size: float = 10.0
     width_mult: float = 1.0  # channel multiplier of the network (1.0 = video_analyst's AlexNet SiamFC++)
+    # "alexnet" (video_analyst's AlexNet-BN) or "nanotrack_v2" (NanoTrack v2's MobileNetV3-small features,
+    # stride 16, 48 channels: the backbone of a tracker with real weights here)
+    backbone: str = "alexnet"
 
     family = "siamfcpp"
+
+    def __post_init__(self):
+        if self.backbone not in SIAMFCPP_BACKBONES:
+            raise ValueError(f"{self.name}: backbone must be one of {SIAMFCPP_BACKBONES}, got {self.backbone!r}")
 
     @property
     def score_size(self) -> int:
@@ -137,6 +147,12 @@ CONFIGS: dict[str, TrackerConfig] = {
     # (0.61 M parameters) and a 255 px search crop (score map 11x11); trains from scratch on synthetic sequences
     # in about half an hour on a 2-core CPU (jaxtrack.train config ``siamfcpp_tiny_synthetic``).
     "siamfcpp_tiny": SiamFCppConfig("siamfcpp_tiny", instance_size=255, width_mult=0.25),
+    # SiamFC++ on NanoTrack v2's backbone (ours, not published): the MobileNetV3-small features of the real
+    # NanoTrack v2 weights (stride 16: z 127 -> 8x8, x 255 -> 16x16), the SiamFC++ adjust convs and a Densebox
+    # head with one 3x3 tower layer at 64 channels (xcorr 9x9 -> score map 7x7); only the neck and the head train
+    # (jaxtrack.train config ``siamfcpp_nano_real``).
+    "siamfcpp_nano": SiamFCppConfig("siamfcpp_nano", instance_size=255, total_stride=16, num_conv3x3=1,
+                                    width_mult=0.25, backbone="nanotrack_v2"),
     # HonglinChu/SiamTrackers NanoTrack models/config/configv2.yaml (TRACK.OUTPUT_SIZE: default 16).
     "nanotrack_v2": NanoTrackConfig(
         "nanotrack_v2", "v2", penalty_k=0.150, window_influence=0.490, lr=0.385, score_size=16

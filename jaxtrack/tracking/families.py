@@ -147,7 +147,10 @@ class SiamFCppTracker(Tracker):
 def _siamfcpp_model(config: SiamFCppConfig):
     from jaxtrack.models import SiamFCppAlexNet
 
-    return SiamFCppAlexNet(width_mult=config.width_mult) if config.width_mult != 1.0 else SiamFCppAlexNet()
+    if config.backbone == "alexnet" and config.width_mult == 1.0:
+        return SiamFCppAlexNet()
+    return SiamFCppAlexNet(width_mult=config.width_mult, backbone=config.backbone,
+                           total_stride=config.total_stride, num_conv3x3=config.num_conv3x3)
 
 
 def _siamrpn_model(config: SiamRPNConfig):

@@ -40,8 +40,9 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxtrack.train.config import TrainConfig, config_from_dict, config_to_dict
+from jaxtrack.train.config import ConfigError, TrainConfig, config_from_dict, config_to_dict
 from jaxtrack.train.mesh import make_data_mesh
 from jaxtrack.train.runner import (  # re-exported: the workdir layout and metrics helpers of every training
     CHECKPOINT_DIR,
@@ -254,21 +255,79 @@ def _initial_variables(config: TrainConfig, tracker, key, abstract: bool):
         from jaxtrack.weights import load_weights
 
         loaded = load_weights(tracker, config.init_weights, allow_random=False)
-        return jax.eval_shape(lambda: loaded.variables) if abstract else loaded.variables
-    if abstract:
+        if abstract:
+            return jax.eval_shape(lambda: loaded.variables)
+        variables = loaded.variables
+    elif abstract:
         return jax.eval_shape(tracker.init_variables, key)
-    return tracker.init_variables(key)
+    else:
+        variables = tracker.init_variables(key)
+    if config.init_backbone:
+        donor, _ = _backbone_donor(config.init_backbone)
+        variables = graft_backbone(variables, donor, what=f"init_backbone={config.init_backbone!r}")
+    return variables
+
+
+#: Where each family keeps its backbone in the parameter tree.
+BACKBONE_KEYS = {"siamfcpp": "basemodel", "siamrpn": "backbone", "nanotrack": "backbone"}
+
+
+def _backbone_donor(name: str) -> tuple[dict, str]:
+    """The backbone variables (``params`` / ``batch_stats`` subtrees) of tracker ``name`` from its real shared
+    checkpoint, and that checkpoint's path. ``ConfigError`` / ``ValueError`` naming the key when there is none."""
+    from jaxtrack import tracking
+    from jaxtrack.train.distill import teacher_weights_path
+    from jaxtrack.train.options import DistillConfig
+    from jaxtrack.weights import load_path
+
+    if name not in tracking.CONFIGS:
+        raise ConfigError(f"init_backbone={name!r} is not a tracker (one of {', '.join(tracking.CONFIGS)})")
+    donor = tracking.create(name)
+    path = teacher_weights_path(DistillConfig(teacher=name))
+    variables = load_path(donor, path).variables
+    key = BACKBONE_KEYS[donor.config.family]
+    return {coll: tree[key] for coll, tree in variables.items() if key in tree}, path
+
+
+def graft_backbone(variables: dict, donor: dict, *, what: str = "backbone") -> dict:
+    """``variables`` with the ``basemodel`` subtree of every collection replaced by ``donor``'s (``params`` /
+    ``batch_stats`` -> backbone subtree). The two trees must match leaf for leaf: a missing, extra or reshaped
+    leaf is a ``ValueError`` listing each (merge_params-style loading)."""
+    from jaxtrack.train.state import path_str
+
+    problems = []
+    for coll in sorted(set(donor) | {c for c, t in variables.items() if "basemodel" in t}):
+        ours, theirs = variables.get(coll, {}).get("basemodel"), donor.get(coll)
+        if ours is None or theirs is None:
+            problems.append(f"collection {coll!r}: only in {'the donor' if ours is None else 'this network'}")
+            continue
+        a = {path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(ours)}
+        b = {path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(theirs)}
+        problems += [f"{coll}/basemodel/{k}: not in the donor" for k in sorted(a.keys() - b.keys())]
+        problems += [f"{coll}/basemodel/{k}: not in this network" for k in sorted(b.keys() - a.keys())]
+        problems += [f"{coll}/basemodel/{k}: shape {a[k]} here, {b[k]} in the donor"
+                     for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
+    if problems:
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ValueError(f"{what}: the backbones differ:\n  " + "\n  ".join(problems[:20]) + more)
+    return {**variables, **{coll: {**variables[coll], "basemodel": jax.tree_util.tree_map(
+        lambda mine, given: jnp.asarray(given, mine.dtype), variables[coll]["basemodel"], donor[coll])}
+        for coll in donor}}
 
 
 def _init_info(config: TrainConfig, tracker) -> dict:
     """Where the run started from, for the weights card (with the card of the starting weights: bundled weights
     may change between releases)."""
+    info = {}
+    if config.init_backbone:
+        info["init_backbone"] = config.init_backbone
+        info["init_backbone_source"] = _backbone_donor(config.init_backbone)[1]
     if not config.init_weights:
-        return {}
+        return info
     from jaxtrack.weights import load_weights
 
     loaded = load_weights(tracker, config.init_weights, allow_random=False)
-    info = {"init_weights": config.init_weights, "init_weights_source": loaded.source}
+    info.update({"init_weights": config.init_weights, "init_weights_source": loaded.source})
     if loaded.card:
         info["init_weights_card"] = loaded.card
     return info

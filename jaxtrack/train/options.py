@@ -250,6 +250,9 @@ class TrainConfig:
     # start from these variables: "bundled" (the weights shipped in jaxtrack/assets for `tracker`), a converted
     # folder, an orbax directory (a run's WORKDIR/weights) or a .pth; "" = random initialisation
     init_weights: str = ""
+    # a tracker whose backbone (its real shared checkpoint, e.g. "nanotrack_v2") replaces this tracker's
+    # ``basemodel`` at step 0, after init_weights; "" = none. The two backbones must be the same network.
+    init_backbone: str = ""
     # a teacher's soft targets (off by default; see DistillConfig)
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig, metadata=_OMIT_DEFAULT)
     # held-out tracking success at every checkpoint (off by default; see EvalConfig)
