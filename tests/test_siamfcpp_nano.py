@@ -14,7 +14,8 @@ import pytest
 
 from jaxtrack import tracking
 from jaxtrack.train import config as C
-from jaxtrack.train.loop import _backbone_donor, _initial_variables, graft_backbone
+from jaxtrack.train.loop import _backbone_donor, _initial_variables
+from jaxtrack.weights.backbone import graft_backbone
 
 
 def test_geometry_of_the_stride_16_head():
@@ -58,7 +59,7 @@ def test_grafted_backbone_computes_nanotrack_features(donor, data_dir):
     from jaxtrack.weights import load_path
 
     backbone, path = donor
-    assert path.endswith("nanotrackv2.pth")
+    assert path.name == "nanotrackv2.pth"
     nano = tracking.create("nanotrack_v2")
     nano_vars = load_path(nano, path).variables
     config = C.get_config("siamfcpp_nano_real")
@@ -91,3 +92,36 @@ def test_graft_refuses_another_backbone_naming_the_leaves(donor):
     assert "more" in message.splitlines()[-1]  # the first 20 are listed, then how many more
     with pytest.raises(C.ConfigError, match="init_backbone='nope' is not a tracker"):
         _backbone_donor("nope")
+
+
+def test_head_only_weights_folder_round_trip(tmp_path, donor):
+    """A head-only folder stores no backbone leaf and loads back to the full variables (backbone from the shared
+    NanoTrack checkpoint, exactly); a changed checkpoint digest or a backbone that is not the donor's is refused
+    with the folder named."""
+    import json
+
+    from jaxtrack import checkpoint
+    from jaxtrack.convert.convert import abstract_variables
+    from jaxtrack.weights import load_path, new_card, save_without_backbone
+    from jaxtrack.weights.store import variables_dir
+
+    backbone, _ = donor
+    student = tracking.create("siamfcpp_nano")
+    full = graft_backbone(student.init_variables(jax.random.key(3)), backbone)
+    folder = save_without_backbone(tmp_path / "nano", full, new_card("tracker", "siamfcpp_nano", full), "nanotrack_v2")
+    with pytest.raises(Exception, match="basemodel"):  # the stored tree has no backbone
+        checkpoint.load_variables(variables_dir(folder), abstract_variables(student))
+    loaded = load_path(student, folder)
+    assert loaded.card["backbone_from"]["file"] == "weights/nanotrack/nanotrackv2.pth"
+    for a, b in zip(jax.tree_util.tree_leaves(loaded.variables), jax.tree_util.tree_leaves(full), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text())
+    card["backbone_from"]["sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=f"{folder}: its backbone comes from weights/nanotrack/nanotrackv2.pth with "
+                                         "SHA-256 0000"):
+        load_path(student, folder)
+    with pytest.raises(ValueError, match="variables are not those of"):
+        save_without_backbone(tmp_path / "bad", student.init_variables(jax.random.key(3)),
+                              new_card("tracker", "siamfcpp_nano", full), "nanotrack_v2")

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtrack.train.config import ConfigError, TrainConfig, config_from_dict, config_to_dict
 from jaxtrack.train.mesh import make_data_mesh
@@ -58,6 +57,7 @@ from jaxtrack.train.runner import (  # re-exported: the workdir layout and metri
     start_run,
 )
 from jaxtrack.train.state import check_prefixes, make_optimizer, make_train_step
+from jaxtrack.weights.backbone import graft_backbone
 
 __all__ = [
     "TrainResult",
@@ -268,51 +268,16 @@ def _initial_variables(config: TrainConfig, tracker, key, abstract: bool):
     return variables
 
 
-#: Where each family keeps its backbone in the parameter tree.
-BACKBONE_KEYS = {"siamfcpp": "basemodel", "siamrpn": "backbone", "nanotrack": "backbone"}
-
-
-def _backbone_donor(name: str) -> tuple[dict, str]:
-    """The backbone variables (``params`` / ``batch_stats`` subtrees) of tracker ``name`` from its real shared
-    checkpoint, and that checkpoint's path. ``ConfigError`` / ``ValueError`` naming the key when there is none."""
+def _backbone_donor(name: str):
+    """:func:`jaxtrack.weights.backbone.backbone_donor` with a bad name reported as the config key."""
     from jaxtrack import tracking
-    from jaxtrack.train.distill import teacher_weights_path
-    from jaxtrack.train.options import DistillConfig
-    from jaxtrack.weights import load_path
+    from jaxtrack.weights import backbone_donor
 
     if name not in tracking.CONFIGS:
         raise ConfigError(f"init_backbone={name!r} is not a tracker (one of {', '.join(tracking.CONFIGS)})")
-    donor = tracking.create(name)
-    path = teacher_weights_path(DistillConfig(teacher=name))
-    variables = load_path(donor, path).variables
-    key = BACKBONE_KEYS[donor.config.family]
-    return {coll: tree[key] for coll, tree in variables.items() if key in tree}, path
+    return backbone_donor(name)
 
 
-def graft_backbone(variables: dict, donor: dict, *, what: str = "backbone") -> dict:
-    """``variables`` with the ``basemodel`` subtree of every collection replaced by ``donor``'s (``params`` /
-    ``batch_stats`` -> backbone subtree). The two trees must match leaf for leaf: a missing, extra or reshaped
-    leaf is a ``ValueError`` listing each (merge_params-style loading)."""
-    from jaxtrack.train.state import path_str
-
-    problems = []
-    for coll in sorted(set(donor) | {c for c, t in variables.items() if "basemodel" in t}):
-        ours, theirs = variables.get(coll, {}).get("basemodel"), donor.get(coll)
-        if ours is None or theirs is None:
-            problems.append(f"collection {coll!r}: only in {'the donor' if ours is None else 'this network'}")
-            continue
-        a = {path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(ours)}
-        b = {path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(theirs)}
-        problems += [f"{coll}/basemodel/{k}: not in the donor" for k in sorted(a.keys() - b.keys())]
-        problems += [f"{coll}/basemodel/{k}: not in this network" for k in sorted(b.keys() - a.keys())]
-        problems += [f"{coll}/basemodel/{k}: shape {a[k]} here, {b[k]} in the donor"
-                     for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
-    if problems:
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise ValueError(f"{what}: the backbones differ:\n  " + "\n  ".join(problems[:20]) + more)
-    return {**variables, **{coll: {**variables[coll], "basemodel": jax.tree_util.tree_map(
-        lambda mine, given: jnp.asarray(given, mine.dtype), variables[coll]["basemodel"], donor[coll])}
-        for coll in donor}}
 
 
 def _init_info(config: TrainConfig, tracker) -> dict:
@@ -321,7 +286,7 @@ def _init_info(config: TrainConfig, tracker) -> dict:
     info = {}
     if config.init_backbone:
         info["init_backbone"] = config.init_backbone
-        info["init_backbone_source"] = _backbone_donor(config.init_backbone)[1]
+        info["init_backbone_source"] = str(_backbone_donor(config.init_backbone)[1])
     if not config.init_weights:
         return info
     from jaxtrack.weights import load_weights

@@ -17,7 +17,8 @@ Specifications (``--weights`` of the command line, ``init_weights`` of a trainin
 * a path: a weights folder (:mod:`jaxtrack.weights.store`: ``jaxtrack convert``, training, defense training),
   a bare orbax variables folder, or a PyTorch checkpoint file (``.pth``/``.pt``/``.pkl``) converted in memory.
 
-Writers: :func:`save_weights` (+ :func:`new_card`) and :func:`convert_checkpoint`.
+Writers: :func:`save_weights` (+ :func:`new_card`), :func:`save_without_backbone` (a head-only folder whose
+backbone is another tracker's real checkpoint, grafted back in when loaded) and :func:`convert_checkpoint`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from jaxtrack.weights.backbone import (
+    BACKBONE_KEYS,
+    RECEIVER_KEY,
+    file_sha256,
+    graft_backbone,
+    same_backbone,
+    without_backbone,
+)
 from jaxtrack.weights.pytorch import PYTORCH_SUFFIXES, check_fits, compatible_kinds, convert_checkpoint, convert_file
 from jaxtrack.weights.store import (
     CARD_NAME,
@@ -140,7 +149,61 @@ def load_path(tracker, path) -> LoadedWeights:
             raise ValueError(f"{path} holds {card['what']} weights (for tracker {card['tracker']!r}), not a tracker's")
         if card.get("kind"):  # a converted checkpoint: name the kinds that would fit (else the shapes decide)
             check_fits(card, tracker, path)
-    return LoadedWeights(load_variables(path, abstract_variables(tracker)), str(path), card=card)
+    abstract = abstract_variables(tracker)
+    if card is not None and card.get("backbone_from"):  # head-only: the backbone comes from a real checkpoint
+        partial = load_variables(path, without_backbone(abstract))
+        return LoadedWeights(_graft_from_card(path, partial, abstract, card["backbone_from"]), str(path), card=card)
+    return LoadedWeights(load_variables(path, abstract), str(path), card=card)
+
+
+def backbone_donor(name: str) -> tuple[dict, Path]:
+    """The backbone variables (``params`` / ``batch_stats`` subtrees) of tracker ``name`` from its real checkpoint
+    in the shared data folder, and that file. ``ValueError`` naming the tracker and the missing file."""
+    from jaxtrack import tracking
+    from jaxtrack.paths import shared_data_dir
+
+    if name not in tracking.CONFIGS:
+        raise ValueError(f"backbone donor {name!r} is not a tracker (one of {', '.join(tracking.CONFIGS)})")
+    path = shared_path(name)
+    if path is None:
+        rel = SHARED.get(name)
+        where = f"{shared_data_dir() / rel} is missing" if rel else "no real checkpoint is known for it"
+        raise ValueError(f"backbone donor {name!r}: {where} (set JAXTRACK_DATA to the shared data folder)")
+    donor = tracking.create(name)
+    variables = load_path(donor, path).variables
+    key = BACKBONE_KEYS[donor.config.family]
+    return {coll: tree[key] for coll, tree in variables.items() if key in tree}, path
+
+
+def _graft_from_card(folder, partial: dict, abstract: dict, spec: dict) -> dict:
+    """The full variables of a head-only weights ``folder``: its stored ``partial`` variables plus the backbone
+    that its card's ``backbone_from`` (``spec``) names, checked leaf by leaf against the network's ``abstract``
+    variables, after checking the donor file's SHA-256 (``ValueError`` naming the folder and the file)."""
+    try:
+        donor, path = backbone_donor(spec["tracker"])
+    except ValueError as err:
+        raise ValueError(f"{folder}: its backbone comes from {spec['tracker']}'s real checkpoint: {err}") from None
+    digest = file_sha256(path)
+    if digest != spec["sha256"]:
+        raise ValueError(f"{folder}: its backbone comes from {spec['file']} with SHA-256 {spec['sha256']}, but "
+                         f"{path} has {digest}")
+    shell = {coll: {**partial.get(coll, {}), RECEIVER_KEY: tree[RECEIVER_KEY]}
+             for coll, tree in abstract.items() if RECEIVER_KEY in tree}
+    shell.update({coll: tree for coll, tree in partial.items() if coll not in shell})
+    return graft_backbone(shell, donor, what=f"{folder} (backbone from {path})")
+
+
+def save_without_backbone(folder, variables: dict, card: dict, donor: str, *, overwrite: bool = False) -> Path:
+    """Write ``variables`` as a head-only weights folder (:func:`save_weights` without the ``basemodel``
+    subtree; ``card`` from :func:`new_card` on the full variables) whose card's ``backbone_from`` names tracker
+    ``donor``'s real checkpoint and its SHA-256. Refused (``ValueError``) when the backbone in ``variables`` is
+    not exactly that checkpoint's: loading would give another network."""
+    backbone, path = backbone_donor(donor)
+    if not same_backbone(variables, backbone):
+        raise ValueError(f"{folder}: the {RECEIVER_KEY} variables are not those of {path}; a head-only folder "
+                         f"would load another backbone")
+    spec = {"tracker": donor, "file": SHARED[donor], "sha256": file_sha256(path)}
+    return save_weights(folder, without_backbone(variables), {**card, "backbone_from": spec}, overwrite=overwrite)
 
 
 __all__ = [
@@ -152,6 +215,7 @@ __all__ = [
     "SHARED",
     "VARIABLES_DIR",
     "WeightsFormatError",
+    "backbone_donor",
     "bundled_path",
     "compatible_kinds",
     "convert_checkpoint",
@@ -162,5 +226,6 @@ __all__ = [
     "new_card",
     "read_card",
     "save_weights",
+    "save_without_backbone",
     "shared_path",
 ]

@@ -3,22 +3,15 @@ weights folder (``jaxtrack convert``) or in memory (a ``.pth`` given as ``--weig
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from jaxtrack.weights.backbone import file_sha256
+
 PYTORCH_SUFFIXES = (".pth", ".pt", ".pkl")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tracker_of(name_or_tracker):
@@ -73,7 +66,7 @@ def convert_file(tracker, path, kind: str | None = None) -> tuple[dict, dict]:
         raise FileNotFoundError(f"checkpoint {path} not found")
     obj = load_torch_file(path)
     variables, dropped = convert_state_dict(kind, obj, abstract_variables(tracker), str(path))
-    source = {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size}
+    source = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size}
     if isinstance(obj, Mapping) and isinstance(obj.get("epoch"), (int, np.integer)):
         source["epoch"] = int(obj["epoch"])
     return variables, {"kind": kind, "source": source, "dropped_keys": dropped}
