@@ -125,3 +125,21 @@ def test_head_only_weights_folder_round_trip(tmp_path, donor):
     with pytest.raises(ValueError, match="variables are not those of"):
         save_without_backbone(tmp_path / "bad", student.init_variables(jax.random.key(3)),
                               new_card("tracker", "siamfcpp_nano", full), "nanotrack_v2")
+
+
+def test_default_weights_skip_a_head_only_folder_without_its_backbone(tmp_path, donor, monkeypatch):
+    """Shipped head-only weights are the default only where the backbone checkpoint is: without the shared data
+    folder ``default`` falls back to random weights (said so), and ``bundled`` names the missing file."""
+    from jaxtrack import weights
+    from jaxtrack.weights import load_weights, new_card, save_without_backbone
+
+    backbone, _ = donor
+    student = tracking.create("siamfcpp_nano")
+    full = graft_backbone(student.init_variables(jax.random.key(3)), backbone)
+    folder = save_without_backbone(tmp_path / "nano", full, new_card("tracker", "siamfcpp_nano", full), "nanotrack_v2")
+    monkeypatch.setattr(weights, "bundled_path", lambda name: folder if name == "siamfcpp_nano" else None)
+    assert load_weights(student).source == f"bundled:{folder}"
+    monkeypatch.setenv("JAXTRACK_DATA", str(tmp_path / "no-shared-data"))
+    assert load_weights(student).is_random
+    with pytest.raises(ValueError, match="nanotrackv2.pth is missing"):
+        load_weights(student, "bundled")

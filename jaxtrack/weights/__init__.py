@@ -79,6 +79,14 @@ def bundled_path(tracker_name: str) -> Path | None:
     return path if path is not None and path.is_dir() else None
 
 
+def _loadable(path: Path | None) -> Path | None:
+    """``path``, unless it is a head-only folder whose backbone checkpoint is not in the shared data folder."""
+    if path is None or not is_weights_folder(path):
+        return path
+    spec = read_card(path).get("backbone_from")
+    return path if not spec or shared_path(spec["tracker"]) is not None else None
+
+
 def shared_path(tracker_name: str) -> Path | None:
     """The real checkpoint for ``tracker_name`` in the shared data folder, if it is there."""
     from jaxtrack.paths import shared_data_dir
@@ -89,8 +97,9 @@ def shared_path(tracker_name: str) -> Path | None:
 
 
 def default_path(tracker_name: str) -> Path | None:
-    """What ``"default"`` loads for a tracker: shipped, else shared, else None (random)."""
-    return bundled_path(tracker_name) or shared_path(tracker_name)
+    """What ``"default"`` loads for a tracker: shipped (a head-only folder only when its backbone checkpoint is
+    there), else shared, else None (random)."""
+    return _loadable(bundled_path(tracker_name)) or shared_path(tracker_name)
 
 
 def load_weights(tracker, spec: str | None = None, *, seed: int = 0, allow_random: bool = True) -> LoadedWeights:
