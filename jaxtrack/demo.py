@@ -100,6 +100,8 @@ def run_demo(config: DemoConfig, log=print) -> list[DemoRow]:
         is_random = loaded.is_random
         weights = ("random (untrained)" if is_random else "trained here (shipped)" if loaded.source.startswith(
             "bundled:") else f"pretrained ({loaded.source.rsplit('/', 1)[-1]})")
+        if not is_random and (loaded.card or {}).get("backbone_from"):
+            weights = f"{weights}, backbone {loaded.card['backbone_from']['file'].rsplit('/', 1)[-1]}"
         for variant, tracker, variables in config.variants(base, loaded.variables):
             start = time.perf_counter()
             compiled = tracker.compile_track_batch(variables, frames, boxes0, lengths)
