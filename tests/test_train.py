@@ -289,8 +289,10 @@ def test_parameter_average_follows_polyak_recurrence_and_is_found_in_a_checkpoin
     from jaxtrack.train import state as S
 
     rng = np.random.default_rng(0)
-    params = {"a": rng.standard_normal((3, 4)).astype(np.float32), "b": {"c": rng.standard_normal(5).astype(np.float32)}}
-    optim = C.OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", ema_decay=0.6)
+    params = {"a": rng.standard_normal((3, 4)).astype(np.float32), "b": {"c": rng.standard_normal(5).astype(np.float32)},
+              "frozen": rng.standard_normal(7).astype(np.float32)}
+    optim = C.OptimConfig(name="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant", ema_decay=0.6,
+                          freeze=(C.FreezeRule("frozen", -1),))
     tx, _ = S.make_optimizer(optim, 10, params)
     state = S.create_train_state({"params": params}, tx, jax.random.key(0))
     ema = jax.tree_util.tree_map(np.float64, params)
@@ -301,11 +303,13 @@ def test_parameter_average_follows_polyak_recurrence_and_is_found_in_a_checkpoin
         state = state.replace(params=jax.tree_util.tree_map(lambda p, u: p + u, state.params, updates),
                               opt_state=opt_state)
         d = min(0.6, (1 + t) / (10 + t))
-        cur = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, cur, grads)
+        cur = {**jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, cur, grads), "frozen": cur["frozen"]}
         ema = jax.tree_util.tree_map(lambda e, p: d * e + (1 - d) * p, ema, cur)
     got = state.eval_variables["params"]
     jax.tree_util.tree_map(lambda g, e: np.testing.assert_allclose(np.asarray(g), e, rtol=1e-6, atol=1e-6), got, ema)
     assert not np.allclose(np.asarray(got["a"]), np.asarray(state.params["a"]))  # the average is not the last step
+    # a frozen parameter's average is the parameter, bit for bit (a frozen backbone ships as the donor's file)
+    np.testing.assert_array_equal(np.asarray(got["frozen"]), params["frozen"])
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp_path / "state", state)
     checkpointer.wait_until_finished()

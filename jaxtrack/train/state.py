@@ -174,7 +174,9 @@ def param_ema(decay: float) -> optax.GradientTransformation:
         count = state.count.astype(jnp.float32)
         d = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
         ema = jax.tree_util.tree_map(
-            lambda e, p, u: (d * e + (1.0 - d) * (p + u)).astype(e.dtype), state.ema_params, params, updates
+            # e + (1 - d) (new - e): the same average, and exactly e where the parameter did not move (frozen
+            # layers keep bit-identical averages; d * e + (1 - d) * e rounds away from e)
+            lambda e, p, u: (e + (1.0 - d) * ((p + u) - e)).astype(e.dtype), state.ema_params, params, updates
         )
         return updates, ParamEmaState(state.count + 1, ema)
 
