@@ -50,6 +50,8 @@ from jaxtrack.weights.store import (
 # Weights trained by this project and shipped inside the package, by tracker name (relative to jaxtrack/assets).
 BUNDLED = {
     "siamfcpp_tiny": "weights/siamfcpp_tiny",
+    # head-only: the backbone is the shared nanotrackv2.pth, grafted back in when loaded (never copied here)
+    "siamfcpp_nano": "weights/siamfcpp_nano",
 }
 
 # Real pretrained weights in the shared data folder (never in this repository), by tracker name.
