@@ -279,8 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic sequences tracked by each model: table + success plot")
     p.add_argument("--out", default="out/demo", help="output folder (data, results, plot)")
-    p.add_argument("--models", default="siamfcpp_tiny,nanotrack_v2,siamrpn_alex",
-                   help="comma-separated tracker names (siamfcpp_tiny: weights shipped with the package; NanoTrack: "
+    p.add_argument("--models", default="siamfcpp_tiny,siamfcpp_nano,nanotrack_v2,siamrpn_alex",
+                   help="comma-separated tracker names (siamfcpp_tiny: weights shipped with the package; "
+                        "siamfcpp_nano: head shipped, NanoTrack v2's backbone from the shared data folder; NanoTrack: "
                         "real weights from the shared data folder; others random)")
     p.add_argument("--sequences", type=int, default=4, help="number of synthetic sequences")
     p.add_argument("--frames", type=int, default=48, help="frames per sequence")

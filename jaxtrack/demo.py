@@ -3,8 +3,9 @@
 Run: ``jaxtrack demo`` (or ``make demo``); ``jaxtrack demo --help`` for the options.
 
 ``siamfcpp_tiny`` (a compact SiamFC++ trained by this project on synthetic sequences) runs with the weights shipped
-in the package; NanoTrack with its real pretrained weights when the shared data folder holds them (converted in
-memory by the torch-free reader); SiamRPN has no checkpoint here and runs with random weights, and the output
+in the package; ``siamfcpp_nano`` (a SiamFC++ head trained here on real video over NanoTrack v2's backbone) and
+NanoTrack with its real pretrained weights when the shared data folder holds them (converted in memory by the
+torch-free reader; without it both run with random weights, and the output says so); SiamRPN has no checkpoint here and runs with random weights, and the output
 says so: its success is that of an untrained network, the speed figures are real.
 
 Beside each clean row of the ``robust_models``, more: the tracker under an online attack (PGD-10, ε = 8 grey
@@ -37,7 +38,7 @@ from jaxtrack.weights import load_weights
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
     out: str = "out/demo"
-    models: tuple[str, ...] = ("siamfcpp_tiny", "nanotrack_v2", "siamrpn_alex")
+    models: tuple[str, ...] = ("siamfcpp_tiny", "siamfcpp_nano", "nanotrack_v2", "siamrpn_alex")
     num_sequences: int = 4
     num_frames: int = 48
     seed: int = 0
