@@ -269,7 +269,7 @@ def _initial_variables(config: TrainConfig, tracker, key, abstract: bool):
 
 
 def _backbone_donor(name: str):
-    """:func:`jaxtrack.weights.backbone.backbone_donor` with a bad name reported as the config key."""
+    """:func:`jaxtrack.weights.backbone_donor` with a bad name reported as the config key."""
     from jaxtrack import tracking
     from jaxtrack.weights import backbone_donor
 
@@ -278,15 +278,15 @@ def _backbone_donor(name: str):
     return backbone_donor(name)
 
 
-
-
 def _init_info(config: TrainConfig, tracker) -> dict:
     """Where the run started from, for the weights card (with the card of the starting weights: bundled weights
     may change between releases)."""
     info = {}
     if config.init_backbone:
         info["init_backbone"] = config.init_backbone
-        info["init_backbone_source"] = str(_backbone_donor(config.init_backbone)[1])
+        from jaxtrack.weights import shared_path
+
+        info["init_backbone_source"] = str(shared_path(config.init_backbone))
     if not config.init_weights:
         return info
     from jaxtrack.weights import load_weights
