@@ -27,13 +27,17 @@ def test_geometry_of_the_stride_16_head():
     zf = jax.eval_shape(lambda v, z: tracker.model.apply(v, z, method=tracker.model.template), variables,
                         jax.ShapeDtypeStruct((2, 127, 127, 3), jnp.float32))
     assert [k.shape for k in zf] == [(2, 6, 6, 64)] * 2
-    variables = tracker.init_variables(jax.random.key(0))
-    # offsets conv and the running mean of its BN zeroed: every box is exp(0) * 16 = 16 px to each side of its cell centre
-    offsets = variables["params"]["head"]["bbox_offsets_p5"]["conv"]
-    offsets = jax.tree_util.tree_map(jnp.zeros_like, offsets)
-    variables["params"]["head"]["bbox_offsets_p5"]["conv"] = offsets
-    bn = variables["batch_stats"]["head"]["bbox_offsets_p5"]["bn"]
-    bn["mean"] = jnp.zeros_like(bn["mean"])  # (0 - 0) / sqrt(var) * 1 + 0 = 0 after the inference-mode BN
+    # variables set in NumPy (no init compile): LeCun-normal kernels, BN 1/0, si 1; the offsets conv all zero, so
+    # every box is exp(0) * 16 = 16 px to each side of its cell centre
+    rng = np.random.default_rng(0)
+
+    def init(path, leaf):
+        keys = [str(getattr(k, "key", k)) for k in path]
+        if keys[-1] == "kernel" and "bbox_offsets_p5" not in keys:
+            return rng.standard_normal(leaf.shape).astype(np.float32) / np.sqrt(np.prod(leaf.shape[:-1]))
+        return np.full(leaf.shape, 1.0 if keys[-1] in ("scale", "var", "si") else 0.0, np.float32)
+
+    variables = jax.tree_util.tree_map_with_path(init, variables)
     rng = np.random.default_rng(0)
     z, x = rng.uniform(0, 255, (1, 127, 127, 3)), rng.uniform(0, 255, (1, 255, 255, 3))
     out = jax.jit(tracker.model.apply)(variables, jnp.asarray(z, jnp.float32), jnp.asarray(x, jnp.float32))
