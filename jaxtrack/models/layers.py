@@ -26,6 +26,7 @@ __all__ = [
     "batch_norm",
     "BatchNorm2d",
     "batch_norm_inference_under",
+    "path_under",
     "max_pool2d",
     "pool_output_size",
     "xcorr_depthwise",
@@ -87,7 +88,9 @@ def batch_norm(train: bool, name: str | None = None) -> BatchNorm2d:
     return BatchNorm2d(train=train, momentum=0.9, epsilon=1e-5, name=name)
 
 
-def _under(path: str, prefix: str) -> bool:
+def path_under(path: str, prefix: str) -> bool:
+    """Whether the ``a/b/c`` path ``path`` is ``prefix`` or lies under it (``basemodel`` covers
+    ``basemodel/conv1/bn``, not ``basemodel2``)."""
     prefix = prefix.strip("/")
     return path == prefix or path.startswith(prefix + "/")
 
@@ -99,10 +102,13 @@ def batch_norm_inference_under(prefixes: Sequence[str]) -> Iterator[None]:
     running statistics and leaves them unchanged, whatever ``train`` the model passes: PyTorch's ``.eval()`` on
     frozen sub-modules, as pysot does for the backbone layers it does not train. No prefixes: no effect."""
     prefixes = tuple(prefixes)
+    if not prefixes:  # nothing to intercept: the model runs as written
+        yield
+        return
 
     def interceptor(next_fun, args, kwargs, context):
-        if (prefixes and context.method_name == "__call__" and isinstance(context.module, nn.BatchNorm)
-                and any(_under("/".join(context.module.path), p) for p in prefixes)):
+        if (context.method_name == "__call__" and isinstance(context.module, nn.BatchNorm)
+                and any(path_under("/".join(context.module.path), p) for p in prefixes)):
             if len(args) > 1:
                 args = (args[0], True, *args[2:])
             else:

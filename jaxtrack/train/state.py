@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtrack.models.layers import batch_norm_inference_under
+from jaxtrack.models.layers import batch_norm_inference_under, path_under
 from jaxtrack.train.options import FreezeRule, OptimConfig
 from jaxtrack.train.mesh import replicated
 
@@ -97,15 +97,10 @@ def path_str(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def _matches(path: str, prefix: str) -> bool:
-    prefix = prefix.strip("/")
-    return path == prefix or path.startswith(prefix + "/")
-
-
 def param_labels(params, backbone_prefixes) -> Any:
     """Pytree of ``"backbone"`` / ``"other"`` labels for ``optax.multi_transform``."""
     return jax.tree_util.tree_map_with_path(
-        lambda p, _: "backbone" if any(_matches(path_str(p), q) for q in backbone_prefixes) else "other", params
+        lambda p, _: "backbone" if any(path_under(path_str(p), q) for q in backbone_prefixes) else "other", params
     )
 
 
@@ -144,7 +139,7 @@ def freeze_updates(rules: tuple[FreezeRule, ...]) -> optax.GradientTransformatio
             p = path_str(path)
             frozen = jnp.zeros((), bool)
             for rule in rules:
-                if _matches(p, rule.prefix):
+                if path_under(p, rule.prefix):
                     if rule.until_step < 0:
                         return jnp.zeros_like(u)  # optax.set_to_zero for the whole run
                     frozen = frozen | (state.count < rule.until_step)
@@ -240,7 +235,7 @@ def check_prefixes(params, optim: OptimConfig) -> None:
     if optim.backbone_lr_mult != 1.0:
         wanted += [("optim.backbone_prefixes", p) for p in optim.backbone_prefixes]
     for key, prefix in wanted:
-        if not any(_matches(p, prefix) for p in paths):
+        if not any(path_under(p, prefix) for p in paths):
             groups = sorted({"/".join(p.split("/")[:2]) for p in paths})
             raise ConfigError(f"{key}: prefix {prefix!r} matches no parameter of the model; parameter groups: "
                               + ", ".join(groups))

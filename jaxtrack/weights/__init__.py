@@ -198,9 +198,9 @@ def _graft_from_card(folder, partial: dict, abstract: dict, spec: dict) -> dict:
     if digest != spec["sha256"]:
         raise ValueError(f"{folder}: its backbone comes from {spec['file']} with SHA-256 {spec['sha256']}, but "
                          f"{path} has {digest}")
-    shell = {coll: {**partial.get(coll, {}), RECEIVER_KEY: tree[RECEIVER_KEY]}
-             for coll, tree in abstract.items() if RECEIVER_KEY in tree}
-    shell.update({coll: tree for coll, tree in partial.items() if coll not in shell})
+    # partial was read against without_backbone(abstract): same collections, the backbone's leaves to fill in
+    shell = {coll: {**tree, RECEIVER_KEY: abstract[coll][RECEIVER_KEY]} if RECEIVER_KEY in abstract[coll] else tree
+             for coll, tree in partial.items()}
     return graft_backbone(shell, donor, what=f"{folder} (backbone from {path})")
 
 

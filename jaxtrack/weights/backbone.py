@@ -19,6 +19,7 @@ import hashlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict
 
 __all__ = ["BACKBONE_KEYS", "RECEIVER_KEY", "file_sha256", "graft_backbone", "without_backbone", "same_backbone"]
 
@@ -37,10 +38,6 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _path_str(path) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-
-
 def graft_backbone(variables: dict, donor: dict, *, what: str = "backbone") -> dict:
     """``variables`` with the ``basemodel`` subtree of every collection replaced by ``donor``'s (``params`` /
     ``batch_stats`` -> backbone subtree). The trees must match leaf for leaf: a missing, extra or reshaped leaf is
@@ -51,8 +48,8 @@ def graft_backbone(variables: dict, donor: dict, *, what: str = "backbone") -> d
         if ours is None or theirs is None:
             problems.append(f"collection {coll!r}: only in {'the donor' if ours is None else 'this network'}")
             continue
-        a = {_path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(ours)}
-        b = {_path_str(p): np.shape(x) for p, x in jax.tree_util.tree_leaves_with_path(theirs)}
+        a = {k: np.shape(x) for k, x in flatten_dict(ours, sep="/").items()}
+        b = {k: np.shape(x) for k, x in flatten_dict(theirs, sep="/").items()}
         problems += [f"{coll}/{RECEIVER_KEY}/{k}: not in the donor" for k in sorted(a.keys() - b.keys())]
         problems += [f"{coll}/{RECEIVER_KEY}/{k}: not in this network" for k in sorted(b.keys() - a.keys())]
         problems += [f"{coll}/{RECEIVER_KEY}/{k}: shape {a[k]} here, {b[k]} in the donor"
