@@ -104,6 +104,11 @@ def cmd_track(args) -> int:
         sequence = load_video(args.video, args.boxes)
         if args.init is None and len(sequence.ground_truth) == 0:
             raise SystemExit(f"error: {args.video}: no box file given, pass --init x,y,w,h (0-based)")
+    if args.model is None:
+        from jaxtrack.weights import default_siamfcpp
+
+        args.model = default_siamfcpp()
+        print(f"model: {args.model} (the best SiamFC++ with weights here; --model to choose another)")
     tracker = create(args.model)
     variables, is_random = _variables(tracker, args.weights)
     if is_random:
@@ -251,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("track", help="track one sequence (OTB folder or video) and write one box per frame")
-    p.add_argument("--model", default="siamfcpp_tiny", choices=sorted(CONFIGS),
-                   help="tracker configuration (default: siamfcpp_tiny, trained by this project, weights shipped)")
+    p.add_argument("--model", choices=sorted(CONFIGS),
+                   help="tracker configuration (default: the best SiamFC++ trained by this project whose weights "
+                        "load here: siamfcpp_nano, trained on real video, when the shared data folder has NanoTrack "
+                        "v2's backbone; else siamfcpp_tiny, trained on synthetic video, fully shipped)")
     p.add_argument("--weights", help="weights: a folder (jaxtrack convert / train), a .pth, bundled, shared, random, shared:REL "
                                          "(default: shipped with the package, else the shared data's real weights, "
                                          "else random)")

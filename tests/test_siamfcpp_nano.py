@@ -146,3 +146,13 @@ def test_default_weights_skip_a_head_only_folder_without_its_backbone(tmp_path, 
     assert load_weights(student).is_random
     with pytest.raises(ValueError, match="nanotrackv2.pth is missing"):
         load_weights(student, "bundled")
+
+
+def test_track_runs_the_best_siamfcpp_whose_weights_load(data_dir, monkeypatch):
+    """``jaxtrack track`` without ``--model``: ``siamfcpp_nano`` (real-video weights) where the shared data folder
+    has its backbone, ``siamfcpp_tiny`` (fully shipped) where it does not."""
+    from jaxtrack.weights import default_siamfcpp
+
+    assert default_siamfcpp() == "siamfcpp_nano"
+    monkeypatch.setenv("JAXTRACK_DATA", str(data_dir / "no-such-folder"))
+    assert default_siamfcpp() == "siamfcpp_tiny"

@@ -333,16 +333,20 @@ def test_loss_falls_on_synthetic_data(full_run, tracker, variables, data_root):
 
     import orbax.checkpoint as ocp
 
-    from jaxtrack.train import state as S
-    from jaxtrack.train.loop import make_data_iterator
+    from jaxtrack.train.loop import loop_train_step, make_data_iterator
+    from jaxtrack.train.mesh import make_data_mesh, shard_batch
+    from jaxtrack.train.runner import initial_state
+    from jaxtrack.train.state import make_optimizer
 
     rows = read_metrics(full_run.workdir / METRICS_FILE)
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
     losses = np.array([r["loss"] for r in rows])
     assert np.all(np.isfinite(losses))
     config = small_config(data_root)
-    tx, schedule = S.make_optimizer(config.optim, config.steps, variables["params"])
-    step = S.make_train_step(tracker, config.optim, config.steps, donate=False)
+    # the run's own step program (same settings, mesh and shardings: jit's in-memory cache hands it back, no compile)
+    mesh = make_data_mesh()
+    tx, _ = make_optimizer(config.optim, config.steps, variables["params"])
+    step = loop_train_step(config, tracker, mesh)
     last = ocp.CheckpointManager(full_run.workdir / "checkpoints").restore(
         STEPS, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
     final = {"params": last["params"], "batch_stats": last["batch_stats"]}
@@ -350,7 +354,8 @@ def test_loss_falls_on_synthetic_data(full_run, tracker, variables, data_root):
     for i, batch in enumerate(itertools.islice(make_data_iterator(config, tracker, full_run.workdir), 3)):
         key = jax.random.key(100 + i)
         for vars_, out in ((variables, before), (final, after)):
-            _, metrics = step(S.create_train_state(vars_, tx, jax.random.key(1)), batch, key)
+            state = initial_state(jax.tree_util.tree_map(np.asarray, vars_), tx, jax.random.key(1), mesh)
+            _, metrics = step(state, shard_batch(batch, mesh), key)  # the state is donated: a fresh one each time
             out.append(float(metrics["loss"]))
     print("fixed-batch loss before / after:", np.round(before, 3), np.round(after, 3))
     # measured 0.845, and 0.822 with YNNPACK convolutions (12 steps of lr 2e-3 from random weights); parameters
@@ -555,9 +560,20 @@ def test_frozen_backbone_batch_norm_runs_on_its_running_statistics(tracker, vari
 
     key = jax.random.key(5)
     z, x = jnp.asarray(batch["template"], jnp.float32), jnp.asarray(batch["search"], jnp.float32)
-    raw, ref_stats = tracker.model.apply(v, z, x, method=reference_forward, mutable=["batch_stats"])
     targets = losses.make_targets(c, batch["box"], batch["negative"], key=key)
-    ref_loss = float(losses.training_loss(c, raw, targets)[0])
+
+    @jax.jit  # one program each (eager, every layer would compile its own small programs)
+    def reference_loss(v, z, x):
+        raw, ref_stats = tracker.model.apply(v, z, x, method=reference_forward, mutable=["batch_stats"])
+        return losses.training_loss(c, raw, targets)[0], ref_stats
+
+    @jax.jit
+    def all_train_mode_loss(v, z, x):
+        raw, _ = tracker.model.apply(v, z, x, True, mutable=["batch_stats"])
+        return losses.training_loss(c, raw, targets)[0]
+
+    ref_loss, ref_stats = reference_loss(v, z, x)
+    ref_loss = float(ref_loss)
 
     optim = C.OptimConfig(name="sgd", lr=0.01, freeze=(C.FreezeRule("basemodel", -1), C.FreezeRule("head", 5)))
     assert S.inference_bn_prefixes(optim) == ("basemodel",)  # whole-run rules only
@@ -572,8 +588,7 @@ def test_frozen_backbone_batch_norm_runs_on_its_running_statistics(tracker, vari
     assert max_abs_diff(new_stats["c_x"], ref_stats["batch_stats"]["c_x"]) < 1e-4  # the neck's moved as reference
     assert max_abs_diff(new_stats["c_x"], stats["c_x"]) > 1e-3
     # the whole network in train mode (the old behaviour, frozen_bn_eval off) gives another loss: the check bites
-    raw_train, _ = tracker.model.apply(v, z, x, True, mutable=["batch_stats"])
-    train_loss = float(losses.training_loss(c, raw_train, targets)[0])
+    train_loss = float(all_train_mode_loss(v, z, x))
     assert abs(train_loss - ref_loss) > 1e-3 * abs(ref_loss), (train_loss, ref_loss)
 
 
