@@ -258,11 +258,21 @@ class Tracker:
 
     # ------------------------------------------------------------------ sequences
     def _masked_step(self, variables, state, frame, valid):
-        new_state, box, score = self.step_pure(variables, state, frame)
-        state = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_state, state)
-        box = jnp.where(valid, box, jnp.nan)
-        score = jnp.where(valid, score, jnp.nan)
-        return state, (box, score)
+        """``step_pure`` on a valid frame; on padding (``valid`` False) the state as it was and NaN box / score.
+
+        A ``lax.cond``, so padding frames cost nothing where the predicate is a scalar (a padded chunk's tail, a
+        short sequence's ``length``); under ``vmap`` (``track_batch``) JAX turns it into a select of both
+        branches, as every batched program must compute them."""
+
+        def track(_):
+            return self.step_pure(variables, state, frame)
+
+        def hold(_):
+            _, box, score = jax.eval_shape(track, None)
+            return state, jnp.full(box.shape, jnp.nan, box.dtype), jnp.full(score.shape, jnp.nan, score.dtype)
+
+        new_state, box, score = jax.lax.cond(valid, track, hold, None)
+        return new_state, (box, score)
 
     def scan_frames(self, variables, state: TrackState, frames, valid):
         """Track frames [T,H,W,3] from ``state``; frames with ``valid[t] == False`` leave the state as it is
