@@ -257,30 +257,35 @@ class Tracker:
         return _jitted_step(self, variables, state, frame)
 
     # ------------------------------------------------------------------ sequences
-    def _masked_step(self, variables, state, frame, valid):
+    def _masked_step(self, variables, state, frame, valid, skip_invalid: bool = False):
         """``step_pure`` on a valid frame; on padding (``valid`` False) the state as it was and NaN box / score.
 
-        A ``lax.cond``, so padding frames cost nothing where the predicate is a scalar (a padded chunk's tail, a
-        short sequence's ``length``); under ``vmap`` (``track_batch``) JAX turns it into a select of both
-        branches, as every batched program must compute them."""
+        ``skip_invalid``: a ``lax.cond``, so a padded chunk's tail costs nothing (``track_chunks``, never vmapped);
+        else both are computed and selected (``track_sequence`` / ``track_batch``: a cond under ``vmap`` computes
+        both branches anyway, and XLA:CPU mis-lowered the batched cond's convolutions on 8 devices)."""
 
         def track(_):
             return self.step_pure(variables, state, frame)
 
-        def hold(_):
-            _, box, score = jax.eval_shape(track, None)
-            return state, jnp.full(box.shape, jnp.nan, box.dtype), jnp.full(score.shape, jnp.nan, score.dtype)
+        if skip_invalid:
+            def hold(_):
+                _, box, score = jax.eval_shape(track, None)
+                return state, jnp.full(box.shape, jnp.nan, box.dtype), jnp.full(score.shape, jnp.nan, score.dtype)
 
-        new_state, box, score = jax.lax.cond(valid, track, hold, None)
-        return new_state, (box, score)
+            new_state, box, score = jax.lax.cond(valid, track, hold, None)
+            return new_state, (box, score)
+        new_state, box, score = track(None)
+        state = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_state, state)
+        return state, (jnp.where(valid, box, jnp.nan), jnp.where(valid, score, jnp.nan))
 
-    def scan_frames(self, variables, state: TrackState, frames, valid):
+    def scan_frames(self, variables, state: TrackState, frames, valid, skip_invalid: bool = False):
         """Track frames [T,H,W,3] from ``state``; frames with ``valid[t] == False`` leave the state as it is
-        and give NaN boxes/scores. Returns (final state, boxes [T,4], scores [T])."""
+        and give NaN boxes/scores (``skip_invalid``: without computing them; not under ``vmap``). Returns (final
+        state, boxes [T,4], scores [T])."""
 
         def body(carry, inputs):
             frame, ok = inputs
-            return self._masked_step(variables, carry, frame, ok)
+            return self._masked_step(variables, carry, frame, ok, skip_invalid)
 
         state, (boxes, scores) = jax.lax.scan(body, state, (frames, valid))
         return state, boxes, scores
@@ -406,7 +411,7 @@ def _jitted_batch(tracker: Tracker, variables, frames, boxes0, lengths):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _jitted_scan(tracker: Tracker, variables, state, frames, valid):
-    return tracker.scan_frames(variables, state, frames, valid)
+    return tracker.scan_frames(variables, state, frames, valid, skip_invalid=True)
 
 
 def _iter_nonempty(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
