@@ -220,11 +220,11 @@ class DefendedTracker(TrackerWrapper):
     def step_with_crop(self, variables, state: TrackState, frame, x, scale):
         return self._family_cls.step_with_crop(self, variables, state, frame, x, scale)
 
-    def _masked_step(self, variables, state, frame, valid, skip_invalid: bool = False):
-        return self._family_cls._masked_step(self, variables, state, frame, valid, skip_invalid)
+    def _masked_step(self, variables, state, frame, valid):
+        return self._family_cls._masked_step(self, variables, state, frame, valid)
 
-    def scan_frames(self, variables, state: TrackState, frames, valid, skip_invalid: bool = False):
-        return self._family_cls.scan_frames(self, variables, state, frames, valid, skip_invalid)
+    def scan_frames(self, variables, state: TrackState, frames, valid):
+        return self._family_cls.scan_frames(self, variables, state, frames, valid)
 
     def _sequence_pure(self, variables, frames, box0, length):
         return self._family_cls._sequence_pure(self, variables, frames, box0, length)

@@ -257,35 +257,22 @@ class Tracker:
         return _jitted_step(self, variables, state, frame)
 
     # ------------------------------------------------------------------ sequences
-    def _masked_step(self, variables, state, frame, valid, skip_invalid: bool = False):
+    def _masked_step(self, variables, state, frame, valid):
         """``step_pure`` on a valid frame; on padding (``valid`` False) the state as it was and NaN box / score.
-
-        ``skip_invalid``: a ``lax.cond``, so a padded chunk's tail costs nothing (``track_chunks``, never vmapped);
-        else both are computed and selected (``track_sequence`` / ``track_batch``: a cond under ``vmap`` computes
-        both branches anyway, and XLA:CPU mis-lowered the batched cond's convolutions on 8 devices)."""
-
-        def track(_):
-            return self.step_pure(variables, state, frame)
-
-        if skip_invalid:
-            def hold(_):
-                _, box, score = jax.eval_shape(track, None)
-                return state, jnp.full(box.shape, jnp.nan, box.dtype), jnp.full(score.shape, jnp.nan, score.dtype)
-
-            new_state, box, score = jax.lax.cond(valid, track, hold, None)
-            return new_state, (box, score)
-        new_state, box, score = track(None)
+        Both are computed and selected: this runs under ``vmap`` (``track_batch``), where a ``lax.cond`` would
+        compute both branches anyway (and XLA:CPU mis-lowered a batched cond's convolutions on 8 devices).
+        ``track_chunks`` skips padding without computing it: :func:`_scan_skipping_padding`."""
+        new_state, box, score = self.step_pure(variables, state, frame)
         state = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_state, state)
         return state, (jnp.where(valid, box, jnp.nan), jnp.where(valid, score, jnp.nan))
 
-    def scan_frames(self, variables, state: TrackState, frames, valid, skip_invalid: bool = False):
+    def scan_frames(self, variables, state: TrackState, frames, valid):
         """Track frames [T,H,W,3] from ``state``; frames with ``valid[t] == False`` leave the state as it is
-        and give NaN boxes/scores (``skip_invalid``: without computing them; not under ``vmap``). Returns (final
-        state, boxes [T,4], scores [T])."""
+        and give NaN boxes/scores. Returns (final state, boxes [T,4], scores [T])."""
 
         def body(carry, inputs):
             frame, ok = inputs
-            return self._masked_step(variables, carry, frame, ok, skip_invalid)
+            return self._masked_step(variables, carry, frame, ok)
 
         state, (boxes, scores) = jax.lax.scan(body, state, (frames, valid))
         return state, boxes, scores
@@ -409,9 +396,30 @@ def _jitted_batch(tracker: Tracker, variables, frames, boxes0, lengths):
     return jax.vmap(tracker._sequence_pure, in_axes=(None, 0, 0, 0))(variables, frames, boxes0, lengths)
 
 
+def _scan_skipping_padding(tracker: Tracker, variables, state: TrackState, frames, valid):
+    """``tracker.scan_frames`` for one (never vmapped) sequence, where padding frames cost nothing: each step is a
+    ``lax.cond`` whose padding branch keeps the state and gives a NaN box [4] and score [] (float32, as every
+    ``step_pure`` returns; ``lax.cond`` checks that the branches agree)."""
+
+    def body(carry, inputs):
+        frame, ok = inputs
+
+        def track(_):
+            new_state, box, score = tracker.step_pure(variables, carry, frame)
+            return new_state, (box, score)
+
+        def hold(_):
+            return carry, (jnp.full((4,), jnp.nan, jnp.float32), jnp.full((), jnp.nan, jnp.float32))
+
+        return jax.lax.cond(ok, track, hold, None)
+
+    state, (boxes, scores) = jax.lax.scan(body, state, (frames, valid))
+    return state, boxes, scores
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _jitted_scan(tracker: Tracker, variables, state, frames, valid):
-    return tracker.scan_frames(variables, state, frames, valid, skip_invalid=True)
+    return _scan_skipping_padding(tracker, variables, state, frames, valid)
 
 
 def _iter_nonempty(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
