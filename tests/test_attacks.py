@@ -187,6 +187,41 @@ def test_pgd_reaches_the_constrained_minimum_of_a_convex_quadratic(random_start)
     assert np.max(np.abs(x_in - c_in)) <= alpha + 1e-4
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_traced_budget_reaches_each_constrained_minimum_with_one_program(norm):
+    """ε and the step size as traced scalars (how one compiled defense-training step serves every stage of an ε
+    curriculum): at each budget the attack reaches the hand-worked minimiser of a quadratic over the ball ∩ box
+    (L∞: the separable clip; L2: x0 + ε (c − x0) / ‖c − x0‖), and all budgets run one compiled program."""
+    rng = np.random.default_rng(4)
+    x0 = rng.uniform(60, 190, (6, 6, 3)).astype(np.float32)
+    c = x0 + np.where(rng.random(x0.shape) < 0.5, -1, 1) * rng.uniform(20, 40, x0.shape).astype(np.float32)
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, _s, **_: compiles.append(1) if event.endswith("backend_compile_duration") else None)
+
+    @jax.jit
+    def attack(x0, eps, key):
+        # L2 from the clean input: every step is along the ray x0 -> c, projected back onto it (exact); L∞ from a
+        # random start (the traced ε also sizes the random start)
+        config = attacks.AttackConfig(eps=eps, step_size=eps / 4 if norm == "linf" else eps / 3, steps=12, norm=norm,
+                                      random_start=norm == "linf", maximize=False)
+        return attacks.run_attack(lambda x: jnp.sum((x - c) ** 2), x0, config, key)
+
+    for i, eps in enumerate((2.0, 4.0, 8.0)):
+        if norm == "linf":
+            optimum = np.clip(c, x0 - eps, x0 + eps)
+        else:
+            optimum = x0 + eps * (c - x0) / np.linalg.norm(c - x0)
+        x_star = np.asarray(attack(x0, jnp.float32(eps), jax.random.key(i)) if norm == "linf" else
+                            attack(x0, jnp.float32(eps), None))
+        np.testing.assert_allclose(x_star, optimum, atol=1e-3, err_msg=f"eps {eps}")  # float32 rounding of ~200
+        if i == 0:
+            compiles.clear()  # the first call compiles the program; the other budgets must not
+    assert not compiles, f"{len(compiles)} programs compiled for the later budgets"
+    with pytest.raises(jax.errors.ConcretizationTypeError):  # a traced momentum is not a budget
+        jax.jit(lambda m: attacks.AttackConfig(eps=1.0, step_size=1.0, steps=1, momentum=m).steps)(0.5)
+
+
 def test_l2_pgd_reaches_the_projection_onto_the_ball():
     """min ‖x − c‖² over the L2 ball (box inactive): the minimiser is x0 + eps (c − x0) / ‖c − x0‖."""
     rng = np.random.default_rng(2)

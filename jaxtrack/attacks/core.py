@@ -85,6 +85,10 @@ class AttackConfig:
     clip_min, clip_max: the pixel box.
     restarts: run the loop this many times from independent random starts and keep the result with the best final
       loss (Madry et al.'s restarts; needs ``random_start`` when > 1).
+
+    Inside a traced function ``eps`` and ``step_size`` may be traced scalars (e.g. the budget of an ε curriculum
+    passed to one compiled training step): they are used as they are, without the checks below, and such a
+    config cannot be a static ``jit`` argument (it does not hash). Everything else is static.
     """
 
     eps: float | None
@@ -102,15 +106,22 @@ class AttackConfig:
         # numpy scalars -> Python numbers: the loop bound must be static, and equal configs must hash equally
         if int(self.steps) == self.steps:
             object.__setattr__(self, "steps", int(self.steps))
+        traced = set()
         for name in ("eps", "step_size", "momentum", "clip_min", "clip_max"):
             value = getattr(self, name)
-            if value is not None:
+            if value is None:
+                continue
+            try:
                 object.__setattr__(self, name, float(value))
+            except jax.errors.ConcretizationTypeError:
+                if name not in ("eps", "step_size"):
+                    raise
+                traced.add(name)  # a traced budget: checked by whoever computed it
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.eps is not None and not self.eps >= 0:
+        if "eps" not in traced and self.eps is not None and not self.eps >= 0:
             raise ValueError(f"eps must be >= 0 or None, got {self.eps}")
-        if not self.step_size >= 0:
+        if "step_size" not in traced and not self.step_size >= 0:
             raise ValueError(f"step_size must be >= 0, got {self.step_size}")
         if int(self.steps) != self.steps or self.steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {self.steps}")

@@ -127,7 +127,7 @@ class DefenseAttackConfig:
     ramp_steps / ramp_stages: the ε curriculum. Over the first ``ramp_steps`` training steps the budget rises in
       ``ramp_stages`` equal stages, ``eps · k / ramp_stages`` for stage ``k = 1 .. ramp_stages`` (the step size
       scaled with it), then stays at ``eps``; 0 = the full budget from the first step. Each stage is exact PGD at
-      its budget (its own compiled step: :meth:`at_step`).
+      its budget (:meth:`at_step`); the budget is a traced argument of the one compiled training step.
     """
 
     steps: int = 5
@@ -156,15 +156,23 @@ class DefenseAttackConfig:
             raise ConfigError(f"attack.ramp_steps must be >= 0 and attack.ramp_stages >= 1, got {self.ramp_steps}, "
                               f"{self.ramp_stages}")
 
-    def at_step(self, step: int) -> DefenseAttackConfig:
-        """The attack of 0-based training step ``step``: the budget and step size of its curriculum stage, with
-        the ramp fields reset (every step of a stage, and every configuration without a ramp once it is over,
-        is the same static configuration: one compiled program per stage)."""
-        scale = 1.0
+    def stage_scale(self, step: int) -> float:
+        """The fraction of ``eps`` and ``step_size`` that 0-based training step ``step`` attacks with: ``(s + 1) /
+        ramp_stages`` in stage ``s = step · ramp_stages // ramp_steps`` of the ramp, 1 after it (and without one)."""
         if self.ramp_steps and step < self.ramp_steps:
-            scale = (step * self.ramp_stages // self.ramp_steps + 1) / self.ramp_stages
-        return dataclasses.replace(self, eps=self.eps * scale, step_size=self.step_size * scale, ramp_steps=0,
-                                   ramp_stages=DefenseAttackConfig.ramp_stages)
+            return (step * self.ramp_stages // self.ramp_steps + 1) / self.ramp_stages
+        return 1.0
+
+    def without_ramp(self) -> DefenseAttackConfig:
+        """The full-budget attack with the ramp fields reset: what the compiled training step is built from (the
+        stage's :meth:`stage_scale` is its traced argument, so one program serves every stage)."""
+        return dataclasses.replace(self, ramp_steps=0, ramp_stages=DefenseAttackConfig.ramp_stages)
+
+    def at_step(self, step: int) -> DefenseAttackConfig:
+        """The attack of 0-based training step ``step``: the budget and step size of its curriculum stage, ramp
+        fields reset."""
+        scale = self.stage_scale(step)
+        return dataclasses.replace(self.without_ramp(), eps=self.eps * scale, step_size=self.step_size * scale)
 
 
 @dataclasses.dataclass(frozen=True)

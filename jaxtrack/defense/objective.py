@@ -132,11 +132,17 @@ class DuaLoss:
         return dua_loss(scores, boxes, ref_box, clean, lam=self.lam)
 
 
-def attack_settings(attack: DefenseAttackConfig):
-    """``(AttackConfig, dense loss or None)`` of the training attack (``None`` for ``loss="train"``)."""
+def attack_settings(attack: DefenseAttackConfig, budget_scale=1.0):
+    """``(AttackConfig, dense loss or None)`` of the training attack (``None`` for ``loss="train"``); ε and the step
+    size times ``budget_scale`` (a Python number, or a traced scalar inside the training step: the ε curriculum's
+    stage)."""
     from jaxtrack import attacks
 
-    cfg = attacks.AttackConfig(eps=attack.eps, step_size=attack.step_size, steps=attack.steps, norm="linf",
+    if isinstance(budget_scale, (int, float)) and budget_scale == 1:
+        eps, step_size = attack.eps, attack.step_size
+    else:
+        eps, step_size = attack.eps * budget_scale, attack.step_size * budget_scale
+    cfg = attacks.AttackConfig(eps=eps, step_size=step_size, steps=attack.steps, norm="linf",
                                random_start=attack.random_start, restarts=attack.restarts)
     if attack.loss == "train":
         return cfg, None
@@ -155,7 +161,7 @@ def raw_outputs(tracker, tracker_variables, z, x):
 
 
 def adversarial_crops(model, model_variables, z, x, boxes, negative, targets, attack: DefenseAttackConfig,
-                      target: str, key, family_config=None):
+                      target: str, key, family_config=None, budget_scale=1.0):
     """PGD on a batch of crop pairs against ``model`` (a tracker, possibly defended) with ``model_variables``.
 
     z ``[B,Z,Z,3]``, x ``[B,X,X,3]`` (float, 0..255), boxes ``[B, 4]`` ground truth (x1, y1, x2, y2) in search-crop
@@ -171,7 +177,7 @@ def adversarial_crops(model, model_variables, z, x, boxes, negative, targets, at
     """
     from jaxtrack import attacks, losses
 
-    cfg, dense_loss = attack_settings(attack)
+    cfg, dense_loss = attack_settings(attack, budget_scale)
     fam = family_config or model.config
     ref = gt_ref_boxes(boxes, fam.instance_size)
     sign = jnp.where(negative, -1.0, 1.0)  # negative pair: pull the tracker onto the distractor
@@ -212,8 +218,9 @@ def _deinterleave(tree):
 
 
 def defense_objective(tracker, config: DefenseTrainConfig):
-    """``objective(params, tracker_variables, batch, key) -> (total, metrics)`` of one defense step (the module
-    docstring says what it computes).
+    """``objective(params, tracker_variables, batch, key, budget_scale=1) -> (total, metrics)`` of one defense step
+    (the module docstring says what it computes); the attack's ε and step size are ``config.attack``'s times
+    ``budget_scale`` (a float32 scalar, traced in the training step: the ε curriculum's stage).
 
     batch: ``template`` ``[B,Z,Z,3]``, ``search`` ``[B,X,X,3]`` (uint8 or float BGR 0..255), ``box`` ``[B,4]``
     (x1, y1, x2, y2) in search-crop pixels, ``negative`` ``[B]``. Metrics: ``adv`` and ``clean`` (the two
@@ -229,7 +236,7 @@ def defense_objective(tracker, config: DefenseTrainConfig):
     defended_branches = branches(config.where)
     w = config.loss
 
-    def objective(params, tracker_variables, batch, key):
+    def objective(params, tracker_variables, batch, key, budget_scale=1.0):
         z = jnp.asarray(batch["template"], jnp.float32)
         x = jnp.asarray(batch["search"], jnp.float32)
         boxes = jnp.asarray(batch["box"], jnp.float32)
@@ -243,7 +250,7 @@ def defense_objective(tracker, config: DefenseTrainConfig):
         else:
             model, model_variables = tracker, tracker_variables
         z_adv, x_adv, att_clean, att_objective = adversarial_crops(
-            model, model_variables, z, x, boxes, negative, targets, config.attack, target, k_attack, fam
+            model, model_variables, z, x, boxes, negative, targets, config.attack, target, k_attack, fam, budget_scale
         )
 
         zd, xd = _defend_crops(config, params, _interleave(z_adv, z), _interleave(x_adv, x))
@@ -269,7 +276,7 @@ def defense_objective(tracker, config: DefenseTrainConfig):
             "attack_clean": jnp.mean(att_clean), "attack_adv": jnp.mean(att_adv),
             "attack_gain": jnp.mean(att_adv - att_clean),
             "undefended_adv": undefended_adv,
-            "attack_eps": jnp.float32(config.attack.eps),  # this step's budget (the ε curriculum's stage)
+            "attack_eps": jnp.float32(config.attack.eps) * budget_scale,  # this step's budget (curriculum stage)
         }
         return total, metrics
 

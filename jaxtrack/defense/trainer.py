@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxtrack.defense.config import DEFENSE_DIR, DEFENSE_PLOT_TERMS, DefenseTrainConfig
 from jaxtrack.defense.objective import abstract_unet_params, branch_variables, defense_objective, init_unet_params
@@ -89,19 +90,20 @@ def load_tracker(config: DefenseTrainConfig, tracker=None) -> tuple[Any, dict, s
 
 
 # ----------------------------------------------------------------------------------------------- the step
-def step_config(config: DefenseTrainConfig, step: int = 0) -> DefenseTrainConfig:
-    """The configuration of 0-based training step ``step`` as its compiled program sees it: the attack of that step's
-    ε-curriculum stage (:meth:`~jaxtrack.defense.config.DefenseAttackConfig.at_step`), and the fields the step does
-    not read (name, weights source, warm start, data, seed, logging and checkpoint intervals) set to fixed values:
-    configurations that differ only there compile one program."""
+def step_config(config: DefenseTrainConfig) -> DefenseTrainConfig:
+    """The configuration as the compiled step sees it: the full-budget attack without its ε curriculum (each step's
+    stage is the step's traced ``budget_scale``), and the fields the step does not read (name, weights source, warm
+    start, data, seed, logging and checkpoint intervals) set to fixed values: configurations that differ only
+    there, or only in their curriculum, compile one program."""
     return dataclasses.replace(config, name="step", tracker_weights="shared", init_from="", data=DataConfig(), seed=0,
-                               log_every=1, save_every=1, keep=1, attack=config.attack.at_step(step))
+                               log_every=1, save_every=1, keep=1, attack=config.attack.without_ramp())
 
 
-def _defense_step(state: TrainState, tracker_variables, batch, key, tracker, config: DefenseTrainConfig, mesh):
+def _defense_step(state: TrainState, tracker_variables, batch, key, budget_scale, tracker, config: DefenseTrainConfig,
+                  mesh):
     tx, schedule = defense_optimizer(config)
     grad_fn = jax.value_and_grad(defense_objective(tracker, config), has_aux=True)
-    (total, metrics), grads = grad_fn(state.params, tracker_variables, batch, key)
+    (total, metrics), grads = grad_fn(state.params, tracker_variables, batch, key, budget_scale)
     return apply_step(state, grads, total, metrics, tx, schedule, mesh)
 
 
@@ -130,30 +132,32 @@ def make_defense_train_step(tracker, tracker_variables, config: DefenseTrainConf
     with the same tracker, configuration (minus logging / data fields: :func:`step_config`) and mesh; the tracker
     variables are its argument, replicated over ``mesh`` once here and never updated. With ``mesh`` the state is
     replicated and the batch split over ``data``; the state is donated. With an ε curriculum
-    (``attack.ramp_steps``) each stage is its own program, chosen by ``state.step`` (read on the host until the
-    ramp is over).
+    (``attack.ramp_steps``) the stage's budget fraction is a traced argument of the same program, chosen by
+    ``state.step`` (read on the host until the ramp is over).
     """
     tvars = replicate(tracker_variables, mesh) if mesh is not None else tracker_variables
+    static = {"tracker": tracker, "config": step_config(config), "mesh": mesh}
     ramp = {"over": not config.attack.ramp_steps}
 
-    def static(state):
-        step = config.attack.ramp_steps  # past the ramp: the full budget
-        if not ramp["over"]:
-            step = int(jax.device_get(state.step))
-            ramp["over"] = step >= config.attack.ramp_steps
-        return {"tracker": tracker, "config": step_config(config, step), "mesh": mesh}
+    def budget_scale(state) -> float:
+        if ramp["over"]:
+            return 1.0
+        step = int(jax.device_get(state.step))
+        ramp["over"] = step >= config.attack.ramp_steps
+        return config.attack.stage_scale(step)
 
-    def arguments(batch, key):
+    def arguments(state, batch, key):
+        scale = jnp.float32(budget_scale(state))
         if mesh is None:
-            return batch, key
+            return batch, key, scale
         # the key as the loop passes it (derived from the replicated state): the same compiled program
-        return shard_batch(batch, mesh), jax.device_put(key, replicated(mesh))
+        return shard_batch(batch, mesh), jax.device_put(key, replicated(mesh)), jax.device_put(scale, replicated(mesh))
 
     def defense_train_step(state: TrainState, batch, key):
-        return _jitted_defense_step(state, tvars, *arguments(batch, key), **static(state))
+        return _jitted_defense_step(state, tvars, *arguments(state, batch, key), **static)
 
     defense_train_step.lower = lambda state, batch, key: _jitted_defense_step.lower(
-        state, tvars, *arguments(batch, key), **static(state))
+        state, tvars, *arguments(state, batch, key), **static)
     return defense_train_step
 
 
