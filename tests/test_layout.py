@@ -133,9 +133,11 @@ def test_a_new_family_is_one_registry_entry():
         # its training loss and default weights come from the entry
         assert losses.family_module(config) is losses.siamfcpp
         assert losses.LOSS_WEIGHTS["toy_siamfcpp"] == losses.siamfcpp.DEFAULT_WEIGHTS
-        variables = tracker.init_variables(__import__("jax").random.key(0))
-        raw = tracker.head(variables, tracker.embed_template(variables, np.zeros((1, 127, 127, 3), np.float32)),
-                           np.zeros((1, 255, 255, 3), np.float32))
+        # the network the entry builds, traced for shapes only (run op by op it compiles every layer: ~20 s)
+        jax = __import__("jax")
+        variables = jax.eval_shape(tracker.init_variables, jax.random.key(0))
+        raw = jax.eval_shape(lambda v, z, x: tracker.head(v, tracker.embed_template(v, z), x), variables,
+                             np.zeros((1, 127, 127, 3), np.float32), np.zeros((1, 255, 255, 3), np.float32))
         assert raw["cls"].shape[1:3] == (config.score_size, config.score_size)
     finally:
         registry.FAMILIES.pop("toy_siamfcpp", None)
