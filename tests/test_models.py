@@ -400,8 +400,13 @@ def test_torch_dua_loss_matches_jax(name, build):
     z, x = images(rng, 1, c.exemplar_size)[0], images(rng, 1, c.instance_size)[0]
     twin = tt.randomize_(build(), lambda m: m(nchw(z[None]), nchw(x[None])), seed=9)
     variables = torch_to_flax(twin.state_dict())
-    template = tracker.embed_template(variables, jnp.asarray(z))
-    clean = tuple(a[0] for a in tracker.dense_predictions(tracker.head(variables, template, jnp.asarray(x))))
+
+    @jax.jit  # one program (op by op, every layer compiles its own)
+    def embed_and_predict(variables, z, x):
+        template = tracker.embed_template(variables, z)
+        return template, tuple(a[0] for a in tracker.dense_predictions(tracker.head(variables, template, x)))
+
+    template, clean = embed_and_predict(variables, jnp.asarray(z), jnp.asarray(x))
     ref = attacks.best_box(*clean)
     x_adv = np.clip(x + rng.uniform(-8, 8, x.shape), 0, 255).astype(np.float32)
 
@@ -411,8 +416,8 @@ def test_torch_dua_loss_matches_jax(name, build):
 
     value, grad = jax.jit(jax.value_and_grad(loss))(jnp.asarray(x_adv))
     t_value, t_grad, t_scores, t_boxes = _twin_dua(name, twin, tracker, z, x_adv, ref, clean[1])
-    s, b = tracker.dense_predictions(tracker.head(variables, template, jnp.asarray(x_adv)))
-    assert_close(t_scores, s[0], name="scores")
-    assert_close(t_boxes, b[0], name="boxes")
+    _, (s, b) = embed_and_predict(variables, jnp.asarray(z), jnp.asarray(x_adv))
+    assert_close(t_scores, s, name="scores")
+    assert_close(t_boxes, b, name="boxes")
     np.testing.assert_allclose(t_value, float(value), rtol=1e-4)
     assert_close(t_grad, grad, rtol=1e-3, name="grad")
