@@ -26,7 +26,7 @@ Dua-Loss against the clean prediction, one crop (batch 1), all jitted, medians a
    compilation cache is off) — target ≤ 5 s;
 8. the PyTorch twin (``jaxtrack.testing.torch_twins``, same weights, eager, 2 threads): forward+backward and PGD-10
    with the same Dua-Loss on the same crop (the two losses are checked to agree first), and JAX PGD-10 / PyTorch
-   PGD-10 — target ≤ 1.0. NanoTrack has no twin (its row says so).
+   PGD-10 — target ≤ 1.0. NanoTrack v2's twin runs the real checkpoint (``torch_twins.NanoTrackV2``, loaded strictly).
 
 All timings of one family are interleaved (``jaxtrack.timing.interleaved``: each round runs every function once),
 so the ratios compare runs under the same background load. Also: ``track_batch`` of the attacked tracker on 1 and
@@ -63,6 +63,8 @@ FAMILIES = ("nanotrack_v2", "siamfcpp_tiny", "siamfcpp_alexnet", "siamrpn_alex",
 STEPS = 10  # PGD steps (attack) — the issue's PGD-10
 REFINE_STEPS = 16  # template refinement N
 EPS, STEP_SIZE = 8.0, 2.0
+#: families with a PyTorch twin (jaxtrack.testing.torch_twins): real weights for NanoTrack v2, ours otherwise
+TWINS = ("nanotrack_v2", "siamfcpp_tiny", "siamfcpp_alexnet", "siamrpn_alex", "siamrpnpp_r50")
 TARGETS = {"pgd": 1.1, "online": 1.15, "refine": 1.1, "adaptive": 1.1, "compile": 5.0, "torch": 1.0, "batch": 1.0}
 AGREEMENT_RTOL = 1e-2  # the twin's Dua-Loss must equal the JAX one to this (relative; float32 error of the
 # networks with random weights and large logits; bundled/real weights agree to ~1e-7, tests/test_models.py 1e-4)
@@ -196,8 +198,20 @@ def adaptive_fns(tracker, variables, frames, box0, unet: DefenseUNet, unet_varia
 
 def torch_twin(name: str, variables):
     """The PyTorch twin of ``name`` with the same weights (None: no twin)."""
+    import torch
+
     from jaxtrack.testing import torch_twins as tt
 
+    if name == "nanotrack_v2":  # the real weights, from the same checkpoint the JAX side converted
+        from jaxtrack.convert.reader import load_torch_file
+
+        twin = tt.nanotrack_v2()
+        state = load_torch_file(family_weights(name))["state_dict"]
+        twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=True)
+        twin.eval()
+        for p in twin.parameters():
+            p.requires_grad_(False)
+        return twin
     builders = {
         "siamfcpp_tiny": lambda: tt.siamfcpp_alexnet(width_mult=0.25),
         "siamfcpp_alexnet": tt.siamfcpp_alexnet,
@@ -231,6 +245,9 @@ def torch_objective(name: str, tracker, twin, crop: Crop):
     def loss(x):
         if name.startswith("siamfcpp"):
             scores, boxes = tt.siamfcpp_dense(*twin.track(x, *zf), size)
+        elif name.startswith("nanotrack"):
+            out = twin.track(x)
+            scores, boxes = tt.nanotrack_dense(out["cls"], out["loc"], tracker.points)
         else:
             out = twin.track(x)
             scores, boxes = tt.siamrpn_dense(out["cls"], out["loc"], tracker.anchors)
@@ -426,7 +443,7 @@ def family_table(r: FamilyResult) -> str:
 
 def torch_rows(r: FamilyResult, q: dict) -> list[str]:
     if r.agreement is None:
-        why = "no PyTorch twin of NanoTrack (see the notes)" if r.name.startswith("nanotrack") else "not run"
+        why = "no PyTorch twin of this family" if r.name not in TWINS else "not run"
         return [f"| 8. PyTorch fwd+bwd / PGD-{STEPS} | missing | {why} | ≤ 1 | — |"]
     t = r.ms
     return [
