@@ -26,7 +26,7 @@ Dua-Loss against the clean prediction, one crop (batch 1), all jitted, medians a
    compilation cache is off) — target ≤ 5 s;
 8. the PyTorch twin (``jaxtrack.testing.torch_twins``, same weights, eager, 2 threads): forward+backward and PGD-10
    with the same Dua-Loss on the same crop (the two losses are checked to agree first), and JAX PGD-10 / PyTorch
-   PGD-10 — target ≤ 1.0. NanoTrack v2's twin runs the real checkpoint (``torch_twins.NanoTrackV2``, loaded strictly).
+   PGD-10 — target ≤ 1.0. NanoTrack v2's twin runs the real checkpoint (``jaxtrack.testing.nanotrack_twin``, loaded strictly).
 
 All timings of one family are interleaved (``jaxtrack.timing.interleaved``: each round runs every function once),
 so the ratios compare runs under the same background load. Also: ``track_batch`` of the attacked tracker on 1 and
@@ -204,8 +204,9 @@ def torch_twin(name: str, variables):
 
     if name == "nanotrack_v2":  # the real weights, from the same checkpoint the JAX side converted
         from jaxtrack.convert.reader import load_torch_file
+        from jaxtrack.testing.nanotrack_twin import nanotrack_v2
 
-        twin = tt.nanotrack_v2()
+        twin = nanotrack_v2()
         state = load_torch_file(family_weights(name))["state_dict"]
         twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=True)
         twin.eval()
@@ -247,7 +248,9 @@ def torch_objective(name: str, tracker, twin, crop: Crop):
             scores, boxes = tt.siamfcpp_dense(*twin.track(x, *zf), size)
         elif name.startswith("nanotrack"):
             out = twin.track(x)
-            scores, boxes = tt.nanotrack_dense(out["cls"], out["loc"], tracker.points)
+            from jaxtrack.testing.nanotrack_twin import nanotrack_dense
+
+            scores, boxes = nanotrack_dense(out["cls"], out["loc"], tracker.points)
         else:
             out = twin.track(x)
             scores, boxes = tt.siamrpn_dense(out["cls"], out["loc"], tracker.anchors)

@@ -605,7 +605,7 @@ def test_stem_convolution_gradients_equal_those_of_xla_convolution():
 
 
 def test_dua_loss_and_its_gradient_match_the_pytorch_twin(state_dicts, variables, sequences):
-    """The real NanoTrack v2 as a PyTorch module (``torch_twins.NanoTrackV2``, written from the reference code's
+    """The real NanoTrack v2 as a PyTorch module (``jaxtrack.testing.nanotrack_twin``, written from the reference code's
     layer list; ``nanotrackv2.pth`` loads into it with ``strict=True``): its head outputs, the decoded scores and
     boxes, the Dua-Loss and the loss's gradient w.r.t. a perturbed search crop equal ours. Our gradient runs
     through the custom VJPs (shift-add depthwise, stem) that autodiff of a PyTorch model checks independently.
@@ -617,25 +617,31 @@ def test_dua_loss_and_its_gradient_match_the_pytorch_twin(state_dicts, variables
 
     from jaxtrack import attacks
     from jaxtrack.testing import torch_twins as tt
+    from jaxtrack.testing.nanotrack_twin import nanotrack_dense, nanotrack_v2
 
-    twin = tt.nanotrack_v2()
+    twin = nanotrack_v2()
     twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dicts["v2"]["state_dict"].items()},
                          strict=True)
     twin.eval()
     tracker, var, seq = tracking.create("nanotrack_v2"), variables["v2"], sequences["Crossing"]
     state = tracker.init(var, seq.frame(0), seq.init_box)
-    z = tracker.template_crop(seq.frame(0), state.center, state.size, state.channel_avg)
-    x, _ = tracker.search_crop(seq.frame(1), state.center, state.size, state.channel_avg)
-    clean = tuple(a[0] for a in tracker.dense_predictions(tracker.head(var, state.template, x)))
+
+    @jax.jit  # one program for the crops and the clean prediction (op by op, each would compile its own)
+    def crops_and_clean(var, state, frame0, frame1):
+        z = tracker.template_crop(frame0, state.center, state.size, state.channel_avg)
+        x, _ = tracker.search_crop(frame1, state.center, state.size, state.channel_avg)
+        return z, x, tuple(a[0] for a in tracker.dense_predictions(tracker.head(var, state.template, x)))
+
+    z, x, clean = crops_and_clean(var, state, seq.frame(0), seq.frame(1))
     ref = attacks.best_box(*clean)
     rng = np.random.default_rng(3)
     x_adv = np.clip(np.asarray(x) + rng.uniform(-8, 8, x.shape), 0, 255).astype(np.float32)
 
-    def loss(xx):
+    def loss(xx, ref, clean):
         s, b = tracker.dense_predictions(tracker.head(var, state.template, xx))
         return attacks.dua_loss(s[0], b[0], ref, clean), (s[0], b[0])
 
-    (value, (scores, boxes)), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.asarray(x_adv))
+    (value, (scores, boxes)), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(jnp.asarray(x_adv), ref, clean)
 
     def nchw(a):
         return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32).transpose(2, 0, 1)[None]))
@@ -644,7 +650,7 @@ def test_dua_loss_and_its_gradient_match_the_pytorch_twin(state_dicts, variables
         twin.template(nchw(z))
     xt = nchw(x_adv).requires_grad_(True)
     out = twin.track(xt)
-    t_scores, t_boxes = tt.nanotrack_dense(out["cls"], out["loc"], tracker.points)
+    t_scores, t_boxes = nanotrack_dense(out["cls"], out["loc"], tracker.points)
     t_value = tt.dua_loss(t_scores, t_boxes, torch.from_numpy(np.asarray(ref)),
                           torch.from_numpy(np.asarray(clean[1])))
     (t_grad,) = torch.autograd.grad(t_value, xt)
