@@ -63,8 +63,6 @@ FAMILIES = ("nanotrack_v2", "siamfcpp_tiny", "siamfcpp_alexnet", "siamrpn_alex",
 STEPS = 10  # PGD steps (attack) — the issue's PGD-10
 REFINE_STEPS = 16  # template refinement N
 EPS, STEP_SIZE = 8.0, 2.0
-#: families with a PyTorch twin (jaxtrack.testing.torch_twins): real weights for NanoTrack v2, ours otherwise
-TWINS = ("nanotrack_v2", "siamfcpp_tiny", "siamfcpp_alexnet", "siamrpn_alex", "siamrpnpp_r50")
 TARGETS = {"pgd": 1.1, "online": 1.15, "refine": 1.1, "adaptive": 1.1, "compile": 5.0, "torch": 1.0, "batch": 1.0}
 AGREEMENT_RTOL = 1e-2  # the twin's Dua-Loss must equal the JAX one to this (relative; float32 error of the
 # networks with random weights and large logits; bundled/real weights agree to ~1e-7, tests/test_models.py 1e-4)
@@ -198,21 +196,13 @@ def adaptive_fns(tracker, variables, frames, box0, unet: DefenseUNet, unet_varia
 
 def torch_twin(name: str, variables):
     """The PyTorch twin of ``name`` with the same weights (None: no twin)."""
-    import torch
-
     from jaxtrack.testing import torch_twins as tt
 
     if name == "nanotrack_v2":  # the real weights, from the same checkpoint the JAX side converted
         from jaxtrack.convert.reader import load_torch_file
-        from jaxtrack.testing.nanotrack_twin import nanotrack_v2
+        from jaxtrack.testing.nanotrack_twin import load_nanotrack_v2
 
-        twin = nanotrack_v2()
-        state = load_torch_file(family_weights(name))["state_dict"]
-        twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=True)
-        twin.eval()
-        for p in twin.parameters():
-            p.requires_grad_(False)
-        return twin
+        return load_nanotrack_v2(load_torch_file(family_weights(name))["state_dict"])
     builders = {
         "siamfcpp_tiny": lambda: tt.siamfcpp_alexnet(width_mult=0.25),
         "siamfcpp_alexnet": tt.siamfcpp_alexnet,
@@ -232,6 +222,7 @@ def torch_objective(name: str, tracker, twin, crop: Crop):
     import torch
 
     from jaxtrack.testing import torch_twins as tt
+    from jaxtrack.testing.nanotrack_twin import nanotrack_dense
 
     ref = torch.from_numpy(np.asarray(crop.ref))
     clean_boxes = torch.from_numpy(np.asarray(crop.clean[1]))
@@ -246,14 +237,12 @@ def torch_objective(name: str, tracker, twin, crop: Crop):
     def loss(x):
         if name.startswith("siamfcpp"):
             scores, boxes = tt.siamfcpp_dense(*twin.track(x, *zf), size)
-        elif name.startswith("nanotrack"):
+        else:  # pysot-style ModelBuilder: track(x) -> {"cls", "loc"}
             out = twin.track(x)
-            from jaxtrack.testing.nanotrack_twin import nanotrack_dense
-
-            scores, boxes = nanotrack_dense(out["cls"], out["loc"], tracker.points)
-        else:
-            out = twin.track(x)
-            scores, boxes = tt.siamrpn_dense(out["cls"], out["loc"], tracker.anchors)
+            if name.startswith("nanotrack"):
+                scores, boxes = nanotrack_dense(out["cls"], out["loc"], tracker.points)
+            else:
+                scores, boxes = tt.siamrpn_dense(out["cls"], out["loc"], tracker.anchors)
         return tt.dua_loss(scores, boxes, ref, clean_boxes)
 
     return loss
@@ -446,7 +435,7 @@ def family_table(r: FamilyResult) -> str:
 
 def torch_rows(r: FamilyResult, q: dict) -> list[str]:
     if r.agreement is None:
-        why = "no PyTorch twin of this family" if r.name not in TWINS else "not run"
+        why = "no PyTorch twin of this family, or --no-torch"
         return [f"| 8. PyTorch fwd+bwd / PGD-{STEPS} | missing | {why} | ≤ 1 | — |"]
     t = r.ms
     return [

@@ -617,12 +617,9 @@ def test_dua_loss_and_its_gradient_match_the_pytorch_twin(state_dicts, variables
 
     from jaxtrack import attacks
     from jaxtrack.testing import torch_twins as tt
-    from jaxtrack.testing.nanotrack_twin import nanotrack_dense, nanotrack_v2
+    from jaxtrack.testing.nanotrack_twin import load_nanotrack_v2, nanotrack_dense
 
-    twin = nanotrack_v2()
-    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dicts["v2"]["state_dict"].items()},
-                         strict=True)
-    twin.eval()
+    twin = load_nanotrack_v2(state_dicts["v2"]["state_dict"])
     tracker, var, seq = tracking.create("nanotrack_v2"), variables["v2"], sequences["Crossing"]
     state = tracker.init(var, seq.frame(0), seq.init_box)
 

@@ -3,6 +3,7 @@
 real ``nanotrackv2.pth`` loads with ``strict=True``.
 
 * :func:`nanotrack_v2` -> :class:`NanoTrackV2` (``template(z)``, ``track(x)``; NCHW float BGR in [0, 255]);
+  :func:`load_nanotrack_v2` builds it with a checkpoint's weights;
 * :func:`nanotrack_dense` decodes one crop's ``cls`` / ``loc`` to per-cell scores and ``cx, cy, w, h`` boxes as
   ``jaxtrack.tracking.nanotrack.nanotrack_decode`` does; :func:`jaxtrack.testing.torch_twins.dua_loss` scores them.
 
@@ -19,9 +20,7 @@ import torch.nn.functional as F
 
 from .torch_twins import AdjustLayer
 
-__all__ = ["NanoTrackV2", "nanotrack_dense", "nanotrack_v2"]
-
-
+__all__ = ["NanoTrackV2", "load_nanotrack_v2", "nanotrack_dense", "nanotrack_v2"]
 
 
 def _nano_divisible(value: float, divisor: int = 8) -> int:
@@ -162,6 +161,16 @@ class NanoTrackV2(nn.Module):
 
 def nanotrack_v2() -> NanoTrackV2:
     return NanoTrackV2()
+
+
+def load_nanotrack_v2(state_dict) -> NanoTrackV2:
+    """The twin with ``state_dict`` (``nanotrackv2.pth``'s, arrays or tensors) loaded with ``strict=True``, in eval
+    mode, parameters frozen (gradients w.r.t. the inputs only)."""
+    twin = nanotrack_v2()
+    twin.load_state_dict({k: torch.as_tensor(np.array(v)) for k, v in state_dict.items()}, strict=True)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin.eval()
 
 
 def nanotrack_dense(cls, loc, points):
