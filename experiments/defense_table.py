@@ -185,9 +185,26 @@ def surfaces_grid(model: str, targets=("search", "template", "both")) -> list[Ce
     return cells
 
 
+def strong_grid(model: str, targets=("search",)) -> list[Cell]:
+    """The strongest adaptive attack against each shipped U-Net of ``model``: PGD-100 from 5 random starts (the
+    best restart per frame), Dua-Loss and margin loss, beside PGD-10 and the clean / defended references. About
+    50x the cost of a PGD-10 cell: run it on a frame subset (``--max-frames``) on a CPU."""
+    pgd8 = dict(attack="pgd", eps=8.0)
+    cells = [Cell("clean")]
+    for u in own_unets(model):
+        cells.append(Cell("defended", defense=u))
+        for t in targets:
+            cells += [Cell("adaptive", **pgd8, loss="dua", steps=10, target=t, defense=u)]
+            cells += [Cell("adaptive", **pgd8, loss=loss, steps=100, restarts=5, target=t, defense=u)
+                      for loss in ("dua", "margin")]
+    return cells
+
+
 def grid(name: str, model: str, targets=("search", "template", "both")) -> list[Cell]:
     if name == "surfaces":
         return surfaces_grid(model, targets)
+    if name == "strong":
+        return strong_grid(model, targets)
     if name == "attacks":  # the undefended and non-adaptive cells over attack losses and budgets (CPU-sized)
         cells = [Cell("clean"), Cell("defended")]
         for loss in ("cls", "reg", "dua", "csa", "rtaa"):
@@ -219,7 +236,7 @@ def grid(name: str, model: str, targets=("search", "template", "both")) -> list[
                         if c not in cells:
                             cells.append(c)
         cells += [Cell("adaptive", "pgd", loss, 8.0, 100, 5) for loss in ("dua", "margin")]
-    if name not in ("smoke", "headline", "full", "attacks", "surfaces"):
+    if name not in ("smoke", "headline", "full", "attacks", "surfaces", "strong"):
         raise ValueError(f"unknown grid {name!r}")
     return cells
 
@@ -457,7 +474,8 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
             lines.append(f"| {model} | {c['crop']} | {c['unet_ms']:.1f} | {c['step_ms']:.1f} | "
                          f"{c['defended_ms']:.1f} | {c['share']:.0%} |")
     table = "\n".join(lines) + "\n"
-    stem = {"attacks": "defense_attacks", "surfaces": "defense_surfaces"}.get(args.grid, "defense_table")
+    stems = {"attacks": "defense_attacks", "surfaces": "defense_surfaces", "strong": "defense_strong"}
+    stem = stems.get(args.grid, "defense_table")
     atomic_write_text(docs / f"{stem}.md", table)
     print(table)
     raw = [{**{k: v for k, v in r.items() if k != "cell"}, "cell": dataclasses.asdict(r["cell"])} for r in rows]
@@ -525,10 +543,12 @@ def plot_convergence(conv: dict, path: Path) -> None:
 
 def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--grid", default="headline", choices=["smoke", "headline", "full", "attacks", "surfaces"],
+    parser.add_argument("--grid", default="headline",
+                        choices=["smoke", "headline", "full", "attacks", "surfaces", "strong"],
                         help="smoke: FGSM only; headline: PGD-10 Dua-Loss ε 8 with the ablations; surfaces: every "
                              "attack surface (search, template, both), the black-box IoU attack, against each "
-                             "shipped U-Net (fixed-perturbation and min-max); attacks: "
+                             "shipped U-Net (fixed-perturbation and min-max); strong: adaptive PGD-100 x 5 "
+                             "restarts (Dua-Loss, margin) against each shipped U-Net; attacks: "
                              "attacked / non-adaptive over the losses, ε 4 / 16, FGSM and BIM; full: every "
                              "attack x loss x ε x condition and the 100-step, 5-restart adaptive attack")
     parser.add_argument("--plan", default=DEFAULT_PLAN, help="model=set[+set],... (sets: otb, synthetic, vot)")
@@ -557,7 +577,7 @@ def run(argv: list[str] | None = None) -> None:
                              "(WORKDIR/defense) or a shipped spec (bundled[-minmax][:TRACKER], transfer allowed); "
                              "default: the one shipped for MODEL; repeatable")
     parser.add_argument("--targets", default="search,template,both",
-                        help="--grid surfaces: the attacked crops of the PGD cells (comma-separated)")
+                        help="--grid surfaces / strong: the attacked crops of the PGD cells (comma-separated)")
     args = parser.parse_args(argv)
     args.command = " ".join(sys.argv[1:] if argv is None else argv)
     if args.max_frames:
@@ -581,7 +601,7 @@ def run(argv: list[str] | None = None) -> None:
         rows += run_cells(model, variables, sets, cells, data, args.results, args.cached_only)
         if bundled_defense(model) is None or model in own_defense:
             continue
-        for spec in own_unets(model) if args.grid == "surfaces" else ["bundled"]:
+        for spec in own_unets(model) if args.grid in ("surfaces", "strong") else ["bundled"]:
             key = model if spec == "bundled" else f"{model} ({spec})"
             tag = "" if spec == "bundled" else f"{spec}_"
             earlier = sorted(Path(args.results).glob(f"convergence_{model}_{tag}[0-9]*.json"))
