@@ -168,12 +168,17 @@ class Tracker:
         var 1) blow activations up (SiamFC++'s ``exp`` offsets overflow). So the running statistics are set
         from one train-mode pass over random uniform crops: every BN layer gets the exact mean/variance of
         its input in that pass (template-branch layers from the template pass, the rest from the search pass).
+
+        Compiled once per tracker configuration and process (:func:`_compiled_init_variables`).
         """
+        return _jitted_init_variables(self, key, calibration_batch)
+
+    def _random_init(self, key, calibration_batch: int):
         c = self.config
         kinit, kz, kx = jax.random.split(key, 3)
         z = jax.random.uniform(kz, (calibration_batch, c.exemplar_size, c.exemplar_size, 3), maxval=255.0)
         x = jax.random.uniform(kx, (calibration_batch, c.instance_size, c.instance_size, 3), maxval=255.0)
-        return jax.jit(self._init_and_calibrate)(kinit, z, x)
+        return self._init_and_calibrate(kinit, z, x)
 
     def _init_and_calibrate(self, key, z, x):
         variables = flax.core.unfreeze(self.model.init(key, z[:1], x[:1]))
@@ -376,6 +381,32 @@ class Tracker:
 
 # The jitted entry points, one per composed function, with the tracker static: compiled programs are shared by
 # equal trackers (see Tracker) and kept by JAX's own cache.
+def _jitted_init_variables(tracker: Tracker, key, calibration_batch: int):
+    """``tracker._random_init(key, calibration_batch)``, compiled once per tracker configuration, key type and
+    calibration batch in this process; traced (``jax.eval_shape``, inside a ``jit``) as part of the caller's
+    program."""
+    if not _is_concrete(key):
+        return tracker._random_init(key, calibration_batch)
+    try:
+        return _random_init_at_o0(tracker, key, calibration_batch)
+    except Exception:  # noqa: BLE001  (a backend without that option; a genuine error is raised again below)
+        return _random_init_default(tracker, key, calibration_batch)
+
+
+def _random_init(tracker: Tracker, key, calibration_batch: int):
+    return tracker._random_init(key, calibration_batch)
+
+
+# Random initialisation runs once per network; most of its program is the initialisers' random draws (a threefry
+# and truncated-normal kernel per parameter leaf, ~150 for NanoTrack), and LLVM's optimisation of those kernels is
+# most of its compile time, for a program that runs once: NanoTrack's compiles in ~0.4x the time at XLA's lowest
+# backend level (as the U-Net's init, jaxtrack.models.unet). The values are the same draws; float kernels may round
+# differently in the last bit than at the default level.
+_random_init_at_o0 = jax.jit(_random_init, static_argnums=(0, 2),
+                             compiler_options={"xla_backend_optimization_level": 0})
+_random_init_default = jax.jit(_random_init, static_argnums=(0, 2))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _jitted_init(tracker: Tracker, variables, frame, box):
     return tracker.init_pure(variables, frame, box)
