@@ -193,10 +193,10 @@ def strong_grid(model: str, targets=("search",)) -> list[Cell]:
     cells = [Cell("clean")]
     for u in own_unets(model):
         cells.append(Cell("defended", defense=u))
-        for t in targets:
-            cells += [Cell("adaptive", **pgd8, loss="dua", steps=10, target=t, defense=u)]
-            cells += [Cell("adaptive", **pgd8, loss=loss, steps=100, restarts=5, target=t, defense=u)
-                      for loss in ("dua", "margin")]
+        cells += [Cell("adaptive", **pgd8, loss="dua", steps=10, target=t, defense=u) for t in targets]
+    for loss in ("dua", "margin"):  # every U-Net under the Dua-Loss first: an interrupted run has those
+        cells += [Cell("adaptive", **pgd8, loss=loss, steps=100, restarts=5, target=t, defense=u)
+                  for u in own_unets(model) for t in targets]
     return cells
 
 
