@@ -209,3 +209,27 @@ def test_equal_trackers_are_equal_data_and_share_compiled_programs():
 
     assert defended(a) == defended(b) and hash(defended(a)) == hash(defended(b))  # plain data: by value
     assert defended(a) != defended(a, where="search") and defended(a) != defended(other)
+
+
+def test_random_init_compiles_once_per_tracker_and_draws_per_key():
+    """``init_variables`` compiles its program once per tracker configuration in a process (an equal tracker
+    built again, or another key, compiles nothing), the program is a function of the key (other keys, other
+    weights), and under ``jax.eval_shape`` it gives the same shapes without running."""
+    compiles = []  # XLA compilations, and persistent-cache lookups (the suite's cache would hide a recompilation)
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, seconds, **_: compiles.append(event) if event == "/jax/core/compile/backend_compile_duration"
+        else None)
+    jax.monitoring.register_event_listener(
+        lambda event, **_: compiles.append(event) if event.startswith("/jax/compilation_cache/") else None)
+    tracker = tracking.create("siamrpn_alex", **SMALL["siamrpn_alex"])
+    a = tracker.init_variables(jax.random.key(11))
+    first = len(compiles)
+    b = tracking.create("siamrpn_alex", **SMALL["siamrpn_alex"]).init_variables(jax.random.key(12))
+    again = tracker.init_variables(jax.random.key(11))
+    assert compiles[first:] == []  # neither compiled nor looked up in the persistent cache again
+    leaves_a, leaves_b, leaves_again = (jax.tree_util.tree_leaves(v) for v in (a, b, again))
+    assert all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_again))
+    kernels = [(x, y) for x, y in zip(leaves_a, leaves_b) if x.ndim == 4]
+    assert kernels and not any(np.array_equal(x, y) for x, y in kernels)
+    shapes = jax.eval_shape(tracker.init_variables, jax.random.key(0))
+    assert jax.tree_util.tree_map(lambda s: s.shape, shapes) == jax.tree_util.tree_map(np.shape, a)
