@@ -94,3 +94,22 @@ def test_bad_flags_are_refused(tmp_path):
             parse_weights([item])
     with pytest.raises(SystemExit, match="needs --root"):
         _script("attack_table").run(["--dataset", "otb100"])
+
+
+def test_strong_grid_attacks_every_shipped_unet_with_pgd100_from_five_starts():
+    """``defense_table.py --grid strong``: per shipped NanoTrack U-Net, the defended reference, adaptive PGD-10,
+    and adaptive PGD-100 from 5 random starts with the Dua-Loss and the margin loss; the attack reaching the tracker
+    is Madry's PGD (random start, step 2.5 ε / steps = 0.2 px at ε 8), and the Dua-Loss cells come first."""
+    dt = _script("defense_table")
+    unets = dt.own_unets("nanotrack_v2")
+    cells = dt.grid("strong", "nanotrack_v2", ("search",))
+    strong = [c for c in cells if c.steps == 100]
+    assert [(c.loss, c.defense) for c in strong] == [(loss, u) for loss in ("dua", "margin") for u in unets]
+    for c in strong:
+        attack = c.online()
+        assert c.condition == "adaptive" and attack.target == "search"
+        assert attack.config.restarts == 5 and attack.config.steps == 100 and attack.config.random_start
+        assert attack.config.step_size == pytest.approx(0.2) and attack.config.eps == 8.0
+        assert attack.describe().endswith("-r5")
+    assert {c.defense for c in cells if c.condition == "defended"} == set(unets)
+    assert cells[0].condition == "clean"
