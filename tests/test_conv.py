@@ -69,6 +69,9 @@ DENSE = [
     ("alexnet_5x5_valid", (2, 11, 12, 4), 5, 6, 1, "VALID", 1),
     ("alexnet_head_3x3_valid", (2, 9, 8, 5), 3, 6, 1, ((0, 0), (0, 0)), 1),
     ("resnet_conv1_7x7_s2_valid", (2, 19, 20, 3), 7, 6, 2, ((0, 0), (0, 0)), 1),
+    # large strided kernels take the space-to-depth input gradient: padded, uneven, rows no output reads
+    ("strided_7x7_s2_pad_uneven", (2, 21, 18, 3), 7, 5, 2, ((3, 1), (2, 3)), 1),
+    ("strided_5x5_s2_unread_rows", (1, 16, 15, 2), 5, 3, 2, ((0, 0), (1, 0)), 1),
     ("resnet_layer2_3x3_s2_pad0", (2, 15, 16, 4), 3, 6, 2, ((0, 0), (0, 0)), 1),
     ("resnet_3x3_pad1", (2, 10, 9, 4), 3, 6, 1, ((1, 1), (1, 1)), 1),
     ("resnet_layer3_3x3_dil2_pad2", (2, 12, 11, 4), 3, 6, 1, ((2, 2), (2, 2)), 2),
