@@ -12,7 +12,8 @@ dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)`` by kin
 
 * dense (``groups == 1``): XLA's convolution forward; a custom VJP whose input gradient (:func:`conv_input_grad`)
   and kernel gradient (:func:`conv_kernel_grad`) are standard NHWC / HWIO convolutions on operands laid out
-  explicitly (the flipped, channel-swapped kernel; the transposed input and cotangent);
+  explicitly (the flipped, channel-swapped kernel; the transposed input and cotangent); large strided kernels
+  (11x11 / 2, 7x7 / 2) take their input gradient in space-to-depth form, without the stride's inserted zeros;
 * depthwise (one input channel per output channel, at most :data:`SHIFT_ADD_MAX_TAPS` taps): kh·kw shifted
   multiply-adds (:func:`depthwise_shift_add`) with a shift-add VJP. XLA:CPU runs grouped convolutions through a slow
   generic path, and autodiff of the shift-adds transposes every strided slice into a padded full-size tensor;
