@@ -189,14 +189,14 @@ def strong_grid(model: str, targets=("search",)) -> list[Cell]:
     """The strongest adaptive attack against each shipped U-Net of ``model``: PGD-100 from 5 random starts (the
     best restart per frame), Dua-Loss and margin loss, beside PGD-10 and the clean / defended references. About
     50x the cost of a PGD-10 cell: run it on a frame subset (``--max-frames``) on a CPU."""
-    pgd8 = dict(attack="pgd", eps=8.0)
+    pgd8, unets = dict(attack="pgd", eps=8.0), own_unets(model)
     cells = [Cell("clean")]
-    for u in own_unets(model):
+    for u in unets:
         cells.append(Cell("defended", defense=u))
         cells += [Cell("adaptive", **pgd8, loss="dua", steps=10, target=t, defense=u) for t in targets]
     for loss in ("dua", "margin"):  # every U-Net under the Dua-Loss first: an interrupted run has those
         cells += [Cell("adaptive", **pgd8, loss=loss, steps=100, restarts=5, target=t, defense=u)
-                  for u in own_unets(model) for t in targets]
+                  for u in unets for t in targets]
     return cells
 
 

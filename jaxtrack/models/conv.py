@@ -119,7 +119,7 @@ def _use_space_to_depth(kernel_hw, strides, dilation) -> bool:
     """Large strided kernels (the AlexNet families' 11x11 / 2 first layer, ResNet-50's 7x7 / 2): their input gradient
     as a stride-dilated convolution multiplies mostly the stride's inserted zeros (3 of 4 taps at stride 2); XLA:CPU
     ran siamfcpp_tiny's in 13.6 ms against PyTorch's 7.8 ms. In space-to-depth form it is one stride-1 convolution
-    on s·s times the channels, 3.1x faster (4.8 ms; ``benchmarks/first_conv_vs_torch.py``). Small kernels (3x3 / 2:
+    on s·s times the channels: 5.3 ms (``benchmarks/first_conv_vs_torch.py``). Small kernels (3x3 / 2:
     NanoTrack's stem, the U-Net) keep the dilated form."""
     return (any(s > 1 for s in strides) and all(d == 1 for d in dilation)
             and all(k >= 2 * s + 1 for k, s in zip(kernel_hw, strides)))
