@@ -93,6 +93,36 @@ def test_max_pool2d_matches_torch(n, k, s, p, ceil):
     assert got.shape[1] == pool_output_size(n, k, s, p, ceil)
 
 
+@pytest.mark.parametrize("n,k,s,p,ceil", [(18, 3, 2, 0, True), (19, 3, 2, 1, False), (10, 2, 3, 1, True),
+                                         (9, 3, 1, 1, False)])
+def test_max_pool2d_gradient_matches_torch_with_ties_inside_and_outside_loops(n, k, s, p, ceil):
+    """The custom VJP (jaxtrack.models.pooling) against PyTorch's max_pool2d backward: each window's cotangent to
+    its first maximum in row-major order, overlapping windows adding. Inputs with many ties (ReLU-like: small
+    integers clipped at 0) and integer cotangents, so every sum is exact: bit-equal. The same gradient as the body
+    of a lax.fori_loop, and, on ties-free normal inputs, equal to JAX's own select_and_scatter rule (float32
+    rounding of the overlap sums: 1e-6)."""
+    from jax import lax
+
+    rng = np.random.default_rng(n)
+    x = np.maximum(rng.integers(-2, 3, size=(2, n, n + 1, 3)), 0).astype(np.float32)
+    xt = nchw(x).requires_grad_(True)
+    yt = torch.nn.MaxPool2d(k, s, p, ceil_mode=ceil)(xt)
+    g = np.round(rng.uniform(-4, 4, size=to_nhwc(yt.detach()).shape)).astype(np.float32)
+    (want,) = torch.autograd.grad(yt, xt, nchw(g))
+
+    def grad(x, g):
+        return jax.vjp(lambda a: max_pool2d(a, k, s, p, ceil_mode=ceil), x)[1](g)[0]
+
+    np.testing.assert_array_equal(np.asarray(jax.jit(grad)(x, g)), to_nhwc(want))
+    looped = jax.jit(lambda x, g: lax.fori_loop(0, 2, lambda i, acc: acc + grad(x, g), jnp.zeros_like(x)))
+    np.testing.assert_array_equal(np.asarray(looped(x, g)), 2 * to_nhwc(want))
+    xn = rng.normal(size=x.shape).astype(np.float32)
+    pads = [(0, 0)] + [(p, max(p, (pool_output_size(m, k, s, p, ceil) - 1) * s + k - m - p)) for m in (n, n + 1)]
+    pads.append((0, 0))
+    xla = jax.vjp(lambda a: lax.reduce_window(a, -jnp.inf, lax.max, (1, k, k, 1), (1, s, s, 1), pads), xn)[1]
+    np.testing.assert_allclose(np.asarray(grad(xn, g)), np.asarray(xla(g)[0]), rtol=1e-6, atol=1e-6)
+
+
 def test_ceil_mode_triggers():
     # 18 -> 9 with ceil, 8 without (the case the emulation exists for).
     x = jnp.ones((1, 18, 18, 1))

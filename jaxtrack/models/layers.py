@@ -16,10 +16,9 @@ from typing import Iterator, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-from jax import lax
 
 from .conv import SHIFT_ADD_MAX_TAPS, conv2d_nhwc, conv_general_dilated, depthwise_shift_add
+from .pooling import max_pool_nhwc
 
 __all__ = [
     "conv2d",
@@ -139,18 +138,16 @@ def max_pool2d(
     padding: int = 0,
     ceil_mode: bool = False,
 ) -> jax.Array:
-    """``torch.nn.MaxPool2d`` on an NHWC tensor, including ``ceil_mode`` (emulated by -inf high-side padding)."""
+    """``torch.nn.MaxPool2d`` on an NHWC tensor, including ``ceil_mode`` (emulated by -inf high-side padding); its
+    gradient is :mod:`jaxtrack.models.pooling`'s (PyTorch's, without XLA:CPU's slow ``select_and_scatter``)."""
     k = int(kernel_size)
     s = int(stride) if stride is not None else k
     p = int(padding)
-    pads = [(0, 0)]
+    pads = []
     for n in x.shape[1:3]:
         out = pool_output_size(int(n), k, s, p, ceil_mode)
-        high = max(p, (out - 1) * s + k - n - p)
-        pads.append((p, high))
-    pads.append((0, 0))
-    init = -jnp.inf  # a Python scalar: an array init value makes lax.reduce_window non-differentiable under jit
-    return lax.reduce_window(x, init, lax.max, (1, k, k, 1), (1, s, s, 1), pads)
+        pads.append((p, max(p, (out - 1) * s + k - n - p)))
+    return max_pool_nhwc(x, k, s, pads)
 
 
 def _xcorr_single(search: jax.Array, kernel: jax.Array) -> jax.Array:
