@@ -27,22 +27,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-sys.path.insert(0, str(Path(__file__).parent))
+import attack_speed as A  # the crop, loss and PyTorch twins (python puts this script's folder first on the path)
 
-import attack_speed as A  # noqa: E402  (the benchmark's crop, loss and PyTorch twins)
-
-from jaxtrack import runtime, tracking  # noqa: E402
-from jaxtrack.models.conv import conv2d_nhwc  # noqa: E402
-from jaxtrack.timing import interleaved  # noqa: E402
-from jaxtrack.weights import load_weights  # noqa: E402
+from jaxtrack import runtime, tracking
+from jaxtrack.models.conv import conv2d_nhwc
+from jaxtrack.timing import interleaved
+from jaxtrack.weights import load_weights
 
 FAMILIES = ("siamrpn_alex", "siamfcpp_alexnet")
 LOOP_STEPS = 10
