@@ -503,19 +503,26 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({(r["model"], r["set"]) for r in rows})
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.2), squeeze=False)
+    longest = max(sum(1 for r in rows if (r["model"], r["set"]) == g) for g in groups)
+    # horizontal bars, one readable line of text per cell, the figure as tall as the longest group
+    fig, axes = plt.subplots(1, len(groups), figsize=(9.0 * len(groups), 0.26 * longest + 1.4), squeeze=False)
+    colours = {"clean": "tab:green", "defended": "tab:olive", "attacked": "tab:red", "non-adaptive": "tab:blue",
+               "adaptive": "tab:purple", "black-box": "tab:orange"}
     for ax, (model, set_name) in zip(axes[0], groups):
         sub = [r for r in rows if (r["model"], r["set"]) == (model, set_name)]
-        labels = [f"{r['cell'].condition}\n{r['cell'].attack_text()} ({r['cell'].target})\n{r['cell'].defense_text()}"
-                  for r in sub]
-        colours = {"clean": "tab:green", "defended": "tab:olive", "attacked": "tab:red", "non-adaptive": "tab:blue",
-                   "adaptive": "tab:purple", "black-box": "tab:orange"}
-        ax.bar(range(len(sub)), [r["auc"] for r in sub], color=[colours[r["cell"].condition] for r in sub])
-        ax.set_xticks(range(len(sub)), labels, rotation=70, fontsize=5.5, ha="right")
-        ax.set_ylabel("EAO" if set_name == "vot" else "success AUC")
-        ax.set_ylim(0, 1)
+        labels = []
+        for r in sub:
+            c = r["cell"]
+            attack = "" if c.attack_text() == "–" else f" · {c.attack_text()} ({c.target})"
+            defense = "" if c.defense_text() == "–" else f" · {c.defense_text()}"
+            labels.append(f"{c.condition}{attack}{defense}")
+        ax.barh(range(len(sub)), [r["auc"] for r in sub], color=[colours[r["cell"].condition] for r in sub])
+        ax.set_yticks(range(len(sub)), labels, fontsize=7)
+        ax.invert_yaxis()  # table order, top to bottom
+        ax.set_xlabel("EAO" if set_name == "vot" else "success AUC")
+        ax.set_xlim(0, 1)
         ax.set_title(f"{model}, {SET_LABELS[set_name]}", fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
+        ax.grid(alpha=0.3, axis="x")
     _save(fig, path)
 
 
