@@ -202,10 +202,11 @@ def _shift_add(x: jax.Array, taps: jax.Array, out_hw, strides, dilation) -> jax.
     return out
 
 
-def _pad_spatial(x: jax.Array, pads, interior=(0, 0)) -> jax.Array:
-    """Zero-pad (negative: crop) the spatial axes of ``[..., H, W, C]``, ``interior`` zeros between samples."""
+def _pad_spatial(x: jax.Array, pads, interior=(0, 0), value=0) -> jax.Array:
+    """Pad (negative: crop) the spatial axes of ``[..., H, W, C]`` with ``value``, ``interior`` values between
+    samples."""
     cfg = [(0, 0, 0)] * (x.ndim - 3) + [(lo, hi, i) for (lo, hi), i in zip(pads, interior)] + [(0, 0, 0)]
-    return lax.pad(x, jnp.zeros((), x.dtype), cfg)
+    return lax.pad(x, jnp.asarray(value, x.dtype), cfg)
 
 
 def _sum_to_shape(t: jax.Array, shape: Sequence[int]) -> jax.Array:
