@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 from jaxtrack import robust, runtime, tracking
 from jaxtrack.attacks import OnlineAttack, attack_config
-from jaxtrack.eval.benchmark import run_dataset
 from jaxtrack.eval.heldout import (
     HELD_OUT_OTB,
     add_user_data_args,
@@ -40,6 +38,7 @@ from jaxtrack.eval.heldout import (
     held_out_sets,
     models_with_weights,
     parse_weights,
+    run_cell,
     user_sets,
 )
 from jaxtrack.eval.report import score_results
@@ -97,12 +96,10 @@ def run(argv: list[str] | None = None) -> None:
             for cell in [None] + cells:
                 tracker, cell_variables = (base, variables) if cell is None else robust.wrap(
                     base, variables, attack=cell.online())
-                start = time.perf_counter()
-                run_dataset(tracker, cell_variables, seqs, args.results, dataset, tracker.name, progress=True)
-                seconds = time.perf_counter() - start
+                seconds = run_cell(tracker, cell_variables, seqs, args.results, dataset, f"{label}/{tracker.name}")
                 scores = score_results(args.results, dataset, seqs, trackers=[tracker.name])[tracker.name]
-                rows.append((model, label, cell, scores, seconds))
-                print(f"{model} {label} {tracker.name}: {headline_scores(scores)[0]:.3f} ({seconds:.0f} s)")
+                rows.append((model, label, cell, scores, seconds, sum(s.num_frames for s in seqs)))
+                print(f"{model} {label} {tracker.name}: {headline_scores(scores)[0]:.3f} ({_seconds_text(seconds)} s)")
     write_outputs(rows, args)
 
 
@@ -113,22 +110,30 @@ def _cell_text(cell: Cell | None) -> tuple[str, ...]:
     return (kind, cell.loss, cell.target, f"{cell.eps:g}")
 
 
+def _seconds_text(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds:.0f}"
+
+
 def write_outputs(rows, args) -> None:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    clean = {(m, d): s for m, d, c, s, _ in rows if c is None}
+    clean = {(m, d): s for m, d, c, s, *_ in rows if c is None}
     lines = [
         f"Online attacks, `experiments/attack_table.py --grid {args.grid}` (ε in grey levels of the crop; labels "
-        "from the clean prediction; success AUC / precision at 20 px, pysot's OTB metrics).",
+        "from the clean prediction; success AUC / precision at 20 px, pysot's OTB metrics). Whole sequences. Wall "
+        "time: the run that tracked the cell, compilation included (a cell resumed half-way: its second part).",
         "",
-        "| model | data | attack | loss | target | ε | success AUC (EAO on VOT) | P@20 (accuracy on VOT) | ÷ clean |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | data | attack | loss | target | ε | success AUC (EAO on VOT) | P@20 (accuracy on VOT) | ÷ clean "
+        "| frames | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for model, label, cell, scores, _ in rows:
+    for model, label, cell, scores, seconds, frames in rows:
         main, second = headline_scores(scores)
         ratio = main / max(headline_scores(clean[(model, label)])[0], 1e-9)
         lines.append(f"| {model} | {label} | " + " | ".join(_cell_text(cell)) +
-                     f" | {main:.3f} | {second:.3f} | {ratio:.2f} |")
+                     f" | {main:.3f} | {second:.3f} | {ratio:.2f} | {frames} | {_seconds_text(seconds)} |")
+    total = sum(r[4] for r in rows if r[4] is not None)
+    lines += ["", f"{len(rows)} cells, {total / 3600:.1f} h of wall time in all."]
     table = "\n".join(lines) + "\n"
     atomic_write_text(docs / "attack_table.md", table)
     print(table)
@@ -144,7 +149,7 @@ def plot(rows, path: Path) -> None:
     groups = sorted({(m, d) for m, d, *_ in rows})
     fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
     for ax, (model, label) in zip(axes[0], groups):
-        sub = [(c, s) for m, d, c, s, _ in rows if (m, d) == (model, label)]
+        sub = [(c, s) for m, d, c, s, *_ in rows if (m, d) == (model, label)]
         clean = next(headline_scores(s)[0] for c, s in sub if c is None)
         ax.axhline(clean, color="k", lw=1, label=f"clean [{clean:.3f}]")
         series: dict[str, list[tuple[float, float]]] = {}

@@ -69,8 +69,15 @@ from jaxtrack.defense.checkpoint import (
     read_defense_card,
     shipped_defenses,
 )
-from jaxtrack.eval.benchmark import run_dataset
-from jaxtrack.eval.heldout import HELD_OUT_OTB, add_user_data_args, held_out_otb, held_out_synthetic, parse_weights
+from jaxtrack.eval.heldout import (
+    HELD_OUT_OTB,
+    add_user_data_args,
+    have_results,
+    held_out_otb,
+    held_out_synthetic,
+    parse_weights,
+    run_cell,
+)
 from jaxtrack.eval.report import score_results
 from jaxtrack.fileio import atomic_write_text
 from jaxtrack.timing import interleaved
@@ -282,11 +289,6 @@ SET_LABELS = {"otb": "OTB (real, held out)", "synthetic": "synthetic (held out)"
 
 
 # ----------------------------------------------------------------------------------------------- sequences
-def _have_results(results: str, tracker_name: str, seqs) -> bool:
-    """Whether an earlier run wrote this tracker's results for every sequence (pysot layout RESULTS/<set>/<name>)."""
-    return any(len(list(d.rglob("*.txt"))) >= len(seqs) for d in Path(results).glob(f"*/{tracker_name}") if d.is_dir())
-
-
 def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: dict, results: str,
               cached_only: bool = False) -> list[dict]:
     base = tracking.create(model)
@@ -302,21 +304,10 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
             except ValueError as err:  # e.g. no shipped defense for this model
                 print(f"skipping {model} {cell}: {err}")
                 continue
-            cached = _have_results(results, tracker.name, seqs)
-            if cached_only and not cached:
+            if cached_only and not have_results(results, dataset, tracker.name, seqs):
                 print(f"not run (--cached-only): {model} {set_name} {tracker.name}")
                 continue
-            start = time.perf_counter()
-            run_dataset(tracker, cell_variables, seqs, results, dataset, tracker.name, progress=True)
-            seconds = time.perf_counter() - start
-            timing = Path(results) / "cell_seconds.json"  # the time of the run that did the tracking
-            times = json.loads(timing.read_text()) if timing.is_file() else {}
-            key = f"{set_name}/{tracker.name}"
-            if cached:
-                seconds = times.get(key)
-            else:
-                times[key] = seconds
-                atomic_write_text(timing, json.dumps(times, indent=1))
+            seconds = run_cell(tracker, cell_variables, seqs, results, dataset, f"{set_name}/{tracker.name}")
             scores = score_results(results, dataset, seqs, trackers=[tracker.name])[tracker.name]
             if "eao" in scores:  # VOT: the main figure is EAO; accuracy and robustness take the other columns
                 main = {"auc": scores["eao"], "precision": scores["accuracy"], "robustness": scores["robustness"],
@@ -327,9 +318,6 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
                          "seconds": seconds, "frames": int(sum(s.num_frames for s in seqs))})
             label = "EAO" if main["protocol"] == "vot" else "AUC"
             print(f"{model} {set_name} {tracker.name}: {label} {main['auc']:.3f}", flush=True)
-            # a cell's programs are not reused by the next one; a long grid that kept them all died in LLVM's
-            # code allocator (vm.max_map_count) after about 25 cells
-            jax.clear_caches()
     return rows
 
 

@@ -5,6 +5,7 @@ the held-out sets, and bad flags are refused naming the item."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -59,7 +60,17 @@ def test_weights_flag_reaches_the_tracker(synthetic_root, tmp_path):
     np.testing.assert_allclose(written, np.asarray(expected), atol=2e-3)
     shipped, _ = tracker.track_sequence(load_weights(tracker, "bundled").variables, frames, seq.init_box)
     assert np.abs(np.asarray(shipped) - written)[1:].max() > 1.0
-    assert (tmp_path / "docs" / "attack_table.md").is_file()
+    # each cell's wall time is recorded; a second run tracks nothing and reports the first run's times
+    times = json.loads((results / "cell_seconds.json").read_text())
+    assert len(times) == 2 and all(t > 0 for t in times.values()), times
+    first_table = (tmp_path / "docs" / "attack_table.md").read_text()
+    assert all(f"| {t:.0f} |" in first_table for t in times.values())
+    _script("attack_table").run(["--grid", "smoke", "--models", "siamfcpp_tiny",
+                                 "--weights", f"siamfcpp_tiny={folder}", "--dataset", "synthetic",
+                                 "--root", str(synthetic_root), "--results", str(results),
+                                 "--docs", str(tmp_path / "docs")])
+    assert json.loads((results / "cell_seconds.json").read_text()) == times
+    assert (tmp_path / "docs" / "attack_table.md").read_text() == first_table
 
 
 def test_template_refinement_runs_mtp_protocol_with_given_weights(synthetic_root, tmp_path):

@@ -30,6 +30,8 @@ Entry points:
 * :func:`run_attack` — the attack, a ``lax.fori_loop``; its output carries no gradient (``stop_gradient``). Call it
   inside ``jax.jit`` (as :func:`jaxtrack.attacks.attack_crops` and :func:`jaxtrack.attacks.refine_template` do);
   it is pure, so it vmaps over a batch with a per-example loss (:func:`run_attack_batch`).
+* :func:`run_attack_on_outputs` — the attack of an online tracker step: the forward passes at the clean input and
+  at the result folded into the loop (one forward program compiled, not three).
 * :func:`run_attack_unrolled` — the same iterations as a ``lax.scan`` without ``stop_gradient``, differentiable end
   to end with respect to the clean input and to everything ``loss_fn`` closes over. ``sign`` has zero derivative
   almost everywhere, so its derivative is replaced by the identity (straight-through estimator,
@@ -64,6 +66,7 @@ __all__ = [
     "straight_through_sign",
     "run_attack",
     "run_attack_batch",
+    "run_attack_on_outputs",
     "run_attack_unrolled",
 ]
 
@@ -287,30 +290,28 @@ def _initial_point(x0, config: AttackConfig, key):
     return jax.tree.unflatten(treedef, out)
 
 
+def _ascend(x, m, g, x0, config: AttackConfig, sign_fn):
+    """One projected step from ``x`` along the gradient ``g`` (momentum state ``m``) → (new x, new m)."""
+    direction_sign = 1.0 if config.maximize else -1.0
+    if config.momentum > 0:
+        m = jax.tree.map(lambda mi, gi: config.momentum * mi + _l1_normalise(gi), m, g)
+        g = m
+
+    def update(xi, x0i, gi):
+        d = step_direction(gi, config.norm, sign_fn)
+        return project(xi + (direction_sign * config.step_size) * d, x0i, config.eps, config.norm, config.clip_min,
+                       config.clip_max)
+
+    return jax.tree.map(update, x, x0, g), m
+
+
 def _make_step(loss_fn, x0, config: AttackConfig, sign_fn):
     value_and_grad = jax.value_and_grad(loss_fn)
-    direction_sign = 1.0 if config.maximize else -1.0
-    use_momentum = config.momentum > 0
 
     def step(x, m):
         """One iteration from ``x`` (momentum state ``m``) → (new x, new m, loss at ``x``)."""
         value, g = value_and_grad(x)
-        if use_momentum:
-            m = jax.tree.map(lambda mi, gi: config.momentum * mi + _l1_normalise(gi), m, g)
-            g = m
-
-        def update(xi, x0i, gi):
-            d = step_direction(gi, config.norm, sign_fn)
-            return project(
-                xi + (direction_sign * config.step_size) * d,
-                x0i,
-                config.eps,
-                config.norm,
-                config.clip_min,
-                config.clip_max,
-            )
-
-        return jax.tree.map(update, x, x0, g), m, value
+        return *_ascend(x, m, g, x0, config, sign_fn), value
 
     return step
 
@@ -391,6 +392,66 @@ def _run_once(loss_fn, x0, config: AttackConfig, key, start, return_losses: bool
     if not return_losses:
         return x_adv, None
     return x_adv, losses.at[config.steps].set(loss_fn(x_adv))
+
+
+def run_attack_on_outputs(
+    forward: Callable[[Any], Any],
+    loss_of_outputs: Callable[[Any, Any], jax.Array],
+    x,
+    config: AttackConfig,
+    key: jax.Array | None = None,
+    start=None,
+):
+    """:func:`run_attack` on ``loss_fn(x) = loss_of_outputs(forward(x), forward(x_clean))``, returning the outputs
+    of ``forward`` at the clean input and at the result too: ``(x_adv, clean_outputs, adv_outputs)``.
+
+    This is what an online attack does on every frame: a clean forward pass (the labels), the attack, and a forward
+    pass on the adversarial input (the tracker's step). Here the three are iterations of one loop of ``steps + 2``
+    iterations: iteration 0 runs ``forward`` at the clean input, 1..steps its forward and backward pass (the attack
+    steps), ``steps + 1`` the forward pass at the result, chosen by a ``lax.cond`` on the iteration number (which
+    stays a branch under ``vmap``). XLA compiles two forward passes (one per branch) and one backward instead of
+    three forward passes and one backward: the attacked step of NanoTrack v2 compiled in 7.5 s instead of
+    9.1 s, SiamRPN++ R50's in 7.0 s instead of 11.3 s, same run time. (One forward pass with only the backward in the
+    branch compiles a little less but ran 20-25 % slower: its saved activations cross the branch boundary.)
+
+    Same iterates as :func:`run_attack` (same start, steps and projection); outputs carry no gradient.
+    ``restarts > 1`` runs :func:`run_attack` between two plain forward passes.
+    """
+    x0 = jax.tree.map(_as_float, x)
+    if config.restarts > 1:
+        clean = jax.lax.stop_gradient(forward(x0))
+        x_adv = run_attack(lambda xx: loss_of_outputs(forward(xx), clean), x0, config, key, start=start)
+        return x_adv, clean, jax.lax.stop_gradient(forward(x_adv))
+    if start is None:
+        x_init = _initial_point(x0, config, key)
+    else:
+        c = config
+        x_init = jax.tree.map(lambda s, a: project(s, a, c.eps, c.norm, c.clip_min, c.clip_max), start, x0)
+    outputs0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(forward, x0))
+    m0 = jax.tree.map(jnp.zeros_like, x0)
+
+    def body(i, carry):
+        """Iteration 0: the clean input; 1..steps: attack steps; steps + 1: the result."""
+        x_i, m, clean, _ = carry
+        first = i == 0
+        point = jax.tree.map(lambda a, b: jnp.where(first, a, b), x0, x_i)
+
+        def forward_backward(point):
+            outputs, pullback = jax.vjp(forward, point)
+            (g,) = pullback(jax.grad(loss_of_outputs)(outputs, clean))
+            return outputs, g
+
+        def forward_only(point):
+            return forward(point), jax.tree.map(jnp.zeros_like, point)
+
+        attack_step = (i > 0) & (i <= config.steps)
+        outputs, g = jax.lax.cond(attack_step, forward_backward, forward_only, point)
+        clean = jax.tree.map(lambda o, c: jnp.where(first, o, c), outputs, clean)
+        x_i, m = jax.lax.cond(attack_step, lambda: _ascend(x_i, m, g, x0, config, jnp.sign), lambda: (x_i, m))
+        return x_i, m, clean, outputs
+
+    x_adv, _, clean, outputs = jax.lax.fori_loop(0, config.steps + 2, body, (x_init, m0, outputs0, outputs0))
+    return jax.tree.map(jax.lax.stop_gradient, (x_adv, clean, outputs))
 
 
 def run_attack_batch(loss_fn: Callable, xs, config: AttackConfig, key: jax.Array | None, *args):

@@ -38,7 +38,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from jaxtrack.attacks.core import AttackConfig, bim, fgsm, mi_fgsm, pgd, run_attack
+from jaxtrack.attacks.core import AttackConfig, bim, fgsm, mi_fgsm, pgd, run_attack_on_outputs
 from jaxtrack.attacks.crops import attack_pair
 from jaxtrack.attacks.iou import IoUAttackConfig, iou_attack
 from jaxtrack.tracking.branches import check_where
@@ -246,22 +246,28 @@ class AttackedTracker(TrackerWrapper):
         elif a.attacks_search:
             attacker, template = self.attacker, state.surrogate_template
             attacker_variables = self.attacker_variables(variables)
-            clean = jax.lax.stop_gradient(attacker.dense(attacker_variables, template, x))
-            ref = best_box(*clean)
-            labels_from = None if a.relabel else clean
             loss = a.loss_fn
 
-            def loss_fn(xx):
-                scores, boxes = attacker.dense(attacker_variables, template, xx)
-                return loss(scores, boxes, ref, labels_from)
+            def dense(raw):  # one crop's (scores [N], boxes [N, 4])
+                scores, boxes = attacker.dense_predictions(raw)
+                return scores[0], boxes[0]
+
+            def loss_of_outputs(raw, raw_clean):  # labels and reference from the clean prediction
+                clean = dense(raw_clean)
+                return loss(*dense(raw), best_box(*clean), None if a.relabel else clean)
 
             start = x + state.delta if a.warm_start else None
             key = self._key(frame_index) if a.config.random_start else None
             if a.warm_start and a.config.random_start:  # the first attacked frame starts at random
                 start = jnp.where(frame_index > 1, start, jax.random.uniform(
                     key, x.shape, x.dtype, -a.config.eps, a.config.eps) + x)
-            x_adv = run_attack(loss_fn, x, a.config, key, start=start)
+            # the clean forward, the attack and the forward on the attacked crop are one loop (one forward compiled)
+            x_adv, _, raw_adv = run_attack_on_outputs(
+                lambda xx: attacker.head(attacker_variables, template, xx), loss_of_outputs, x, a.config, key, start)
             delta = x_adv - x
+            if self.surrogate is None:  # the attacked tracker's own head outputs on x_adv: no forward pass left
+                track, box, score = base.step_from_head(tr, frame, raw_adv, scale)
+                return state.replace(track=track, delta=delta, frame=frame_index), box, score
             x = x_adv
         track, box, score = base.step_with_crop(variables, tr, frame, x, scale)
         return state.replace(track=track, delta=delta, frame=frame_index), box, score

@@ -143,3 +143,42 @@ def user_sets(args):
     if not args.root:
         raise SystemExit(f"--dataset {args.dataset} needs --root")
     return benchmark_set(args.dataset, args.root, args.sequences, args.max_frames)
+
+
+def have_results(results, dataset: str, tracker_name: str, seqs) -> bool:
+    """Whether ``results`` holds this tracker's result file for every sequence (the pysot layout of
+    :func:`jaxtrack.eval.benchmark.run_dataset`)."""
+    from jaxtrack.eval.benchmark import result_path
+
+    return all(result_path(results, dataset, tracker_name, s.name).is_file() for s in seqs)
+
+
+def run_cell(tracker, variables, seqs, results, dataset: str, key: str) -> float | None:
+    """One cell of an experiment grid: :func:`~jaxtrack.eval.benchmark.run_dataset` (resumable), then
+    ``jax.clear_caches()``. Returns the wall seconds of the run that tracked the cell, compilation included:
+    measured now and recorded under ``key`` in ``RESULTS/cell_seconds.json``, or, when every result file was there
+    already, the recorded figure (None if none was). A cell resumed half-way records the time of its second part.
+
+    A grid's programs are not reused from one cell to the next; a long grid that kept them all died in LLVM's code
+    allocator (``vm.max_map_count``) after about 25 cells, hence the cache clearing.
+    """
+    import json
+    import time
+
+    import jax
+
+    from jaxtrack.eval.benchmark import run_dataset
+    from jaxtrack.fileio import atomic_write_text
+
+    timing = Path(results) / "cell_seconds.json"
+    cached = have_results(results, dataset, tracker.name, seqs)
+    start = time.perf_counter()
+    run_dataset(tracker, variables, seqs, results, dataset, tracker.name, progress=True)
+    seconds = time.perf_counter() - start
+    jax.clear_caches()
+    times = json.loads(timing.read_text()) if timing.is_file() else {}
+    if cached:
+        return times.get(key)
+    times[key] = seconds
+    atomic_write_text(timing, json.dumps(times, indent=1))
+    return seconds

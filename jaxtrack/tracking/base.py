@@ -243,7 +243,11 @@ class Tracker:
 
         ``step_pure`` = crop, then this; the counterpart of :meth:`init_with_crop` for the search branch.
         """
-        raw = self.head(variables, state.template, x)
+        return self.step_from_head(state, frame, self.head(variables, state.template, x), scale)
+
+    def step_from_head(self, state: TrackState, frame, raw, scale) -> tuple[TrackState, jax.Array, jax.Array]:
+        """:meth:`step_with_crop` from the raw head outputs of the crop (``head(variables, state.template, x)``),
+        for a caller that has computed them already (an online attack's loop does)."""
         center, size, score = self.decode(raw, state.center, state.size, scale, frame.shape[:2])
         new_state = state.replace(center=center, size=size)
         return new_state, self.center_size_to_box(center, size), score

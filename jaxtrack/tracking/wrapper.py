@@ -98,6 +98,9 @@ class TrackerWrapper(Tracker):
     def step_with_crop(self, variables, state, frame, x, scale):
         return self.base.step_with_crop(variables, state, frame, x, scale)
 
+    def step_from_head(self, state, frame, raw, scale):
+        return self.base.step_from_head(state, frame, raw, scale)
+
 
 def variable_levels(tracker: Tracker) -> int:
     """How many wrappers with arrays of their own (:attr:`TrackerWrapper.variables_key`) a stack has: the nesting
