@@ -22,8 +22,9 @@ Dua-Loss against the clean prediction, one crop (batch 1), all jitted, medians a
 6. one ``step`` of the defended tracker (DuaLossDef U-Net on both branches: the bundled U-Net where the family has
    one, else the same architecture with random weights) under the adaptive online PGD-10 (gradients through the
    U-Net), against 10 × (U-Net fwd+bwd + tracker fwd+bwd) + the clean defended step — target ≤ 1.1;
-7. compile time of the attacked tracker's first ``step`` call (first call − a steady-state call; the persistent
-   compilation cache is off) — target ≤ 5 s;
+7. compile time of the attacked tracker's ``step`` (tracing, lowering and XLA's compilation, timed ahead of time;
+   the persistent compilation cache is off), the median of as many compilations as rounds, each from empty caches
+   (``jax.clear_caches()``; one compilation moves by ±1.5 s between runs on this CPU) — target ≤ 5 s;
 8. the PyTorch twin (``jaxtrack.testing.torch_twins``, same weights, eager, 2 threads): forward+backward and PGD-10
    with the same Dua-Loss on the same crop (the two losses are checked to agree first), and JAX PGD-10 / PyTorch
    PGD-10 — target ≤ 1.0. NanoTrack v2's twin runs the real checkpoint (``jaxtrack.testing.nanotrack_twin``, loaded strictly).
@@ -138,18 +139,26 @@ def step_fn(tracker, variables, frames, box0):
     return lambda: tracker.step(variables, state, frames[1])
 
 
-def first_call_seconds(fn) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
+def compile_seconds(tracker, variables, frames, box0, rounds: int) -> list[float]:
+    """7: seconds to trace, lower and compile the attacked step (ahead of time, ``jax.jit(step_pure).lower(...)
+    .compile()``: the first call's compilation without its first run, whose page faults on a large program such as
+    R50's add seconds), ``rounds`` times, each from empty caches. Run it before anything else is compiled: it clears
+    every cache."""
+    attacked, attacked_variables = robust.wrap(tracker, variables, attack=online_attack())
+    state = attacked.init(attacked_variables, frames[0], box0)
+    out = []
+    for _ in range(rounds):
+        jax.clear_caches()
+        start = time.perf_counter()
+        jax.jit(attacked.step_pure).lower(attacked_variables, state, frames[1]).compile()
+        out.append(time.perf_counter() - start)
+    return out
 
 
-def online_fns(tracker, variables, frames, box0) -> tuple[dict, float]:
-    """4 and 7: clean step, attacked step; and the wall time of the attacked step's first (compiling) call."""
+def online_fns(tracker, variables, frames, box0) -> dict:
+    """4: clean step, attacked step."""
     attacked = robust.wrap(tracker, variables, attack=online_attack())
-    attacked_step = step_fn(*attacked, frames, box0)
-    first = first_call_seconds(attacked_step)
-    return {"step": step_fn(tracker, variables, frames, box0), "attacked_step": attacked_step}, first
+    return {"step": step_fn(tracker, variables, frames, box0), "attacked_step": step_fn(*attacked, frames, box0)}
 
 
 def refine_fns(tracker, variables, frames, box0) -> dict:
@@ -334,7 +343,7 @@ class FamilyResult:
     defense: str
     repeats: int
     ms: dict
-    first_call_s: float
+    compile_s: list  # 7: compile times of the attacked step, one per round
     agreement: tuple[float, float] | None
 
 
@@ -342,17 +351,18 @@ def measure_family(name: str, frames, box0, repeats: int, use_torch: bool) -> Fa
     tracker = tracking.create(name)
     weights = family_weights(name)
     variables = load_weights(tracker, weights or "random").variables
+    compiles = compile_seconds(tracker, variables, frames, box0, repeats)
     crop = search_crop(tracker, variables, frames, box0)
     unet, unet_variables, defense_label = family_defense(name)
-    online, first = online_fns(tracker, variables, frames, box0)  # first: the attacked step's first call
-    fns = {**crop_fns(tracker, variables, crop), **online, **refine_fns(tracker, variables, frames, box0),
+    fns = {**crop_fns(tracker, variables, crop), **online_fns(tracker, variables, frames, box0),
+           **refine_fns(tracker, variables, frames, box0),
            **adaptive_fns(tracker, variables, frames, box0, unet, unet_variables, crop.x)}
     agreement = None
     if use_torch:
         more, agreement = torch_fns(name, tracker, variables, crop)
         fns.update(more)
     ms = timed(fns, repeats, name)
-    return FamilyResult(name, weights_label(weights), defense_label, repeats, ms, first, agreement)
+    return FamilyResult(name, weights_label(weights), defense_label, repeats, ms, compiles, agreement)
 
 
 def weights_label(weights: str | None) -> str:
@@ -389,7 +399,7 @@ def ratios(r: FamilyResult) -> dict:
         "online": t["attacked_step"] / (t["step"] + STEPS * t["fwd_bwd"]),
         "refine": (t["refined_init"] - t["init"]) / (REFINE_STEPS * t["refine_fwd_bwd"]),
         "adaptive": t["adaptive_step"] / (STEPS * (t["unet_fwd_bwd"] + t["fwd_bwd"]) + t["defended_step"]),
-        "compile": r.first_call_s - t["attacked_step"] / 1e3,
+        "compile": float(np.median(r.compile_s)),
     }
     if "torch_pgd" in t:
         out["torch"] = t["pgd"] / t["torch_pgd"]
@@ -426,8 +436,9 @@ def family_table(r: FamilyResult) -> str:
         row("6b. U-Net fwd+bwd (search crop)", t["unet_fwd_bwd"]),
         row(f"6c. adaptive PGD-{n} defended step", t["adaptive_step"],
             f"adaptive / ({n} × (U-Net + tracker fwd+bwd) + defended step)", "adaptive", q["adaptive"]),
-        f"| 7. compile, attacked step's first call (s) | {r.first_call_s:.2f} (first call) | compile = first call − "
-        f"steady step = **{q['compile']:.2f} s** | ≤ {TARGETS['compile']:g} s | {verdict(q['compile'], TARGETS['compile'])} |",
+        f"| 7. compile of the attacked step (s), {len(r.compile_s)} times from empty caches | "
+        f"{' / '.join(f'{c:.2f}' for c in r.compile_s)} | trace + lower + compile, median **{q['compile']:.2f} s** | "
+        f"≤ {TARGETS['compile']:g} s | {verdict(q['compile'], TARGETS['compile'])} |",
     ]
     lines += torch_rows(r, q)
     return "\n".join(lines)
