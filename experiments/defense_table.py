@@ -228,7 +228,9 @@ def grid(name: str, model: str, targets=("search", "template", "both")) -> list[
         return [Cell("clean"), Cell("defended"), Cell("attacked", "fgsm"), Cell("non-adaptive", "fgsm"),
                 Cell("adaptive", "fgsm")]
     if name in ("headline", "full"):
-        cells += [Cell("non-adaptive", **pgd8, where=w, ablation="where") for w in ("template", "search")]
+        # a U-Net on one branch against the attack on that branch, and on both crops (the other branch left bare)
+        cells += [Cell("non-adaptive", **pgd8, where=w, target=t, ablation="where")
+                  for w in ("template", "search") for t in (w, "both")]
         cells += [Cell("defended", where="search", ablation="where")]
         other = other_family_defense(model)
         if other is not None:
@@ -307,7 +309,7 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
             if cached_only and not have_results(results, dataset, tracker.name, seqs):
                 print(f"not run (--cached-only): {model} {set_name} {tracker.name}")
                 continue
-            seconds = run_cell(tracker, cell_variables, seqs, results, dataset, f"{set_name}/{tracker.name}")
+            seconds = run_cell(tracker, cell_variables, seqs, results, dataset, f"{set_name}/{tracker.name}").wall
             scores = score_results(results, dataset, seqs, trackers=[tracker.name])[tracker.name]
             if "eao" in scores:  # VOT: the main figure is EAO; accuracy and robustness take the other columns
                 main = {"auc": scores["eao"], "precision": scores["accuracy"], "robustness": scores["robustness"],

@@ -61,15 +61,16 @@ def test_weights_flag_reaches_the_tracker(synthetic_root, tmp_path):
     shipped, _ = tracker.track_sequence(load_weights(tracker, "bundled").variables, frames, seq.init_box)
     assert np.abs(np.asarray(shipped) - written)[1:].max() > 1.0
     # each cell's wall time is recorded; a second run tracks nothing and reports the first run's times
-    times = json.loads((results / "cell_seconds.json").read_text())
-    assert len(times) == 2 and all(t > 0 for t in times.values()), times
+    names = ("cell_seconds.json", "cell_cpu_seconds.json")  # wall and CPU seconds per cell
+    times = {name: json.loads((results / name).read_text()) for name in names}
+    assert all(len(t) == 2 and all(v > 0 for v in t.values()) for t in times.values()), times
     first_table = (tmp_path / "docs" / "attack_table.md").read_text()
-    assert all(f"| {t:.0f} |" in first_table for t in times.values())
+    assert all(f"| {v:.0f} |" in first_table for t in times.values() for v in t.values())
     _script("attack_table").run(["--grid", "smoke", "--models", "siamfcpp_tiny",
                                  "--weights", f"siamfcpp_tiny={folder}", "--dataset", "synthetic",
                                  "--root", str(synthetic_root), "--results", str(results),
                                  "--docs", str(tmp_path / "docs")])
-    assert json.loads((results / "cell_seconds.json").read_text()) == times
+    assert {name: json.loads((results / name).read_text()) for name in times} == times
     assert (tmp_path / "docs" / "attack_table.md").read_text() == first_table
 
 
@@ -149,3 +150,15 @@ def test_strong_grid_attacks_every_shipped_unet_with_pgd100_from_five_starts():
         assert attack.describe().endswith("-r5")
     assert {c.defense for c in cells if c.condition == "defended"} == set(unets)
     assert cells[0].condition == "clean"
+
+
+def test_where_ablation_attacks_the_branch_each_unet_defends():
+    """``defense_table.py --grid headline``: a U-Net on one branch is scored against the attack on that branch and
+    on both crops, never only against the attack on the other branch (which it cannot see)."""
+    dt = _script("defense_table")
+    cells = [c for c in dt.grid("headline", "nanotrack_v2") if c.ablation == "where" and c.attack is not None]
+    assert sorted((c.where, c.target) for c in cells) == [("search", "both"), ("search", "search"),
+                                                          ("template", "both"), ("template", "template")]
+    for c in cells:
+        tracker, _ = c.tracker(tracking.create("nanotrack_v2"), None)
+        assert tracker.attack.target == c.target and tracker.name.endswith("-via-nanotrack_v2")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 HELD_OUT_OTB = ("Crossing", "Couple", "KiteSurf", "Football1")
 HELD_OUT_SYNTHETIC_SEED = 90_000
@@ -153,11 +154,19 @@ def have_results(results, dataset: str, tracker_name: str, seqs) -> bool:
     return all(result_path(results, dataset, tracker_name, s.name).is_file() for s in seqs)
 
 
-def run_cell(tracker, variables, seqs, results, dataset: str, key: str) -> float | None:
+class CellTime(NamedTuple):
+    """What one grid cell cost: wall seconds and CPU seconds of this process (every thread; unaffected by the
+    process being paused, ~2x the wall time when XLA keeps both cores of this machine busy). None: not recorded."""
+
+    wall: float | None
+    cpu: float | None
+
+
+def run_cell(tracker, variables, seqs, results, dataset: str, key: str) -> CellTime:
     """One cell of an experiment grid: :func:`~jaxtrack.eval.benchmark.run_dataset` (resumable), then
-    ``jax.clear_caches()``. Returns the wall seconds of the run that tracked the cell, compilation included:
-    measured now and recorded under ``key`` in ``RESULTS/cell_seconds.json``, or, when every result file was there
-    already, the recorded figure (None if none was). A cell resumed half-way records the time of its second part.
+    ``jax.clear_caches()``. Returns the time of the run that tracked the cell, compilation included: measured now
+    and recorded under ``key`` in ``RESULTS/cell_seconds.json`` (wall) and ``cell_cpu_seconds.json``, or, when every
+    result file was there already, the recorded figures. A cell resumed half-way records its second part.
 
     A grid's programs are not reused from one cell to the next; a long grid that kept them all died in LLVM's code
     allocator (``vm.max_map_count``) after about 25 cells, hence the cache clearing.
@@ -170,15 +179,17 @@ def run_cell(tracker, variables, seqs, results, dataset: str, key: str) -> float
     from jaxtrack.eval.benchmark import run_dataset
     from jaxtrack.fileio import atomic_write_text
 
-    timing = Path(results) / "cell_seconds.json"
+    files = [Path(results) / "cell_seconds.json", Path(results) / "cell_cpu_seconds.json"]
     cached = have_results(results, dataset, tracker.name, seqs)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     run_dataset(tracker, variables, seqs, results, dataset, tracker.name, progress=True)
-    seconds = time.perf_counter() - start
+    measured = (time.perf_counter() - wall, time.process_time() - cpu)
     jax.clear_caches()
-    times = json.loads(timing.read_text()) if timing.is_file() else {}
-    if cached:
-        return times.get(key)
-    times[key] = seconds
-    atomic_write_text(timing, json.dumps(times, indent=1))
-    return seconds
+    recorded = []
+    for path, seconds in zip(files, measured, strict=True):
+        times = json.loads(path.read_text()) if path.is_file() else {}
+        if not cached:
+            times[key] = seconds
+            atomic_write_text(path, json.dumps(times, indent=1))
+        recorded.append(times.get(key))
+    return CellTime(*recorded)
