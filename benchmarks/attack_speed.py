@@ -141,9 +141,8 @@ def step_fn(tracker, variables, frames, box0):
 
 def compile_seconds(tracker, variables, frames, box0, rounds: int) -> list[float]:
     """7: seconds to trace, lower and compile the attacked step (ahead of time, ``jax.jit(step_pure).lower(...)
-    .compile()``: the first call's compilation without its first run, whose page faults on a large program such as
-    R50's add seconds), ``rounds`` times, each from empty caches. Run it before anything else is compiled: it clears
-    every cache."""
+    .compile()``: the first call's compilation without its run), ``rounds`` times, each from empty caches. Run it
+    before anything else is compiled: it clears every cache."""
     attacked, attacked_variables = robust.wrap(tracker, variables, attack=online_attack())
     state = attacked.init(attacked_variables, frames[0], box0)
     out = []
