@@ -121,7 +121,7 @@ def run(argv: list[str] | None = None) -> None:
         for seq in first["per_sequence"]:
             per_seq.append(f"| {model} | {label} | {seq} | " + " | ".join(
                 f"{by_n[n]['per_sequence'][seq]['success_auc']:.3f}" if n in by_n else "–" for n in steps) + " |")
-    table = "\n".join(lines + per_seq) + "\n"
+    table = "\n".join(lines + (per_seq if len(per_seq) > 5 else [])) + "\n"  # VOT sets have no per-sequence AUC
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     atomic_write_text(docs / "template_refinement.md", table)
