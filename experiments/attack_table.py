@@ -89,7 +89,7 @@ def run(argv: list[str] | None = None) -> None:
     cells = grid(args.grid)
     weights = parse_weights(args.weights)
     sets = user_sets(args) or held_out_sets(args.results, args.otb_sequences, args.synthetic, args.synthetic_frames)
-    rows = []  # (model, dataset, cell or None, scores, seconds)
+    rows = []  # (model, dataset, cell or None, scores, CellTime, frames)
     for model, variables in models_with_weights(args.models.split(","), weights=weights):
         base = tracking.create(model)
         for label, (dataset, seqs) in sets.items():
@@ -119,10 +119,13 @@ def write_outputs(rows, args) -> None:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     clean = {(m, d): s for m, d, c, s, *_ in rows if c is None}
+    span = f"The first {args.max_frames} frames of each sequence" if args.dataset and args.max_frames else \
+        "Whole sequences"
     lines = [
         f"Online attacks, `experiments/attack_table.py --grid {args.grid}` (ε in grey levels of the crop; labels "
-        "from the clean prediction; success AUC / precision at 20 px, pysot's OTB metrics). Whole sequences. Cost: "
-        "the run that tracked the cell, compilation included (a cell resumed half-way: its second part), in CPU "
+        "from the clean prediction; success AUC / precision at 20 px, pysot's OTB metrics). "
+        f"{span}. Cost: "
+        "the run that tracked the cell, compilation included (– for a cell resumed half-way), in CPU "
         "seconds of both cores (unaffected by pauses; about twice the wall time when the run has the machine) and "
         "in wall seconds.",
         "",

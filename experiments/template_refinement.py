@@ -110,9 +110,7 @@ def run(argv: list[str] | None = None) -> None:
         delta = main - base_auc.get((model, label), np.nan)
         lines.append(f"| {model} | {label} | {n} | {main:.3f} | {second:.3f} | {delta:+.3f} | {cost:.1f} |")
     steps = sorted({r[2] for r in rows})
-    per_seq = ["", "Per sequence (success AUC):", "",
-               "| model | data | sequence | " + " | ".join(f"N={n}" for n in steps) + " |",
-               "|---|---|---|" + "---|" * len(steps)]
+    per_seq = []
     for model, label in sorted({(m, d) for m, d, *_ in rows}):
         by_n = {n: s for m, d, n, s, _ in rows if (m, d) == (model, label)}
         first = by_n[min(by_n)]
@@ -121,7 +119,11 @@ def run(argv: list[str] | None = None) -> None:
         for seq in first["per_sequence"]:
             per_seq.append(f"| {model} | {label} | {seq} | " + " | ".join(
                 f"{by_n[n]['per_sequence'][seq]['success_auc']:.3f}" if n in by_n else "–" for n in steps) + " |")
-    table = "\n".join(lines + (per_seq if len(per_seq) > 5 else [])) + "\n"  # VOT sets have no per-sequence AUC
+    if per_seq:  # VOT sets have no per-sequence AUC
+        per_seq = ["", "Per sequence (success AUC):", "",
+                   "| model | data | sequence | " + " | ".join(f"N={n}" for n in steps) + " |",
+                   "|---|---|---|" + "---|" * len(steps)] + per_seq
+    table = "\n".join(lines + per_seq) + "\n"
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     atomic_write_text(docs / "template_refinement.md", table)

@@ -367,6 +367,13 @@ def test_attack_on_outputs_equals_the_attack_between_two_forward_passes():
         for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(np.asarray(g)[i], np.asarray(r), atol=1e-4)
 
+    # without the result's outputs (a surrogate's): one iteration fewer, the same attack
+    x_adv, clean, none = attacks.run_attack_on_outputs(forward, loss_of_outputs, x0, config, key, final_outputs=False)
+    want = reference(x0, config, key)
+    assert none is None
+    np.testing.assert_allclose(np.asarray(x_adv), np.asarray(want[0]), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(clean["h"]), np.asarray(want[1]["h"]), atol=1e-6)
+
     def count_forwards(fn):
         return str(jax.make_jaxpr(fn)(x0, key)).count("tanh")
 

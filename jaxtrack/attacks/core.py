@@ -31,7 +31,7 @@ Entry points:
   inside ``jax.jit`` (as :func:`jaxtrack.attacks.attack_crops` and :func:`jaxtrack.attacks.refine_template` do);
   it is pure, so it vmaps over a batch with a per-example loss (:func:`run_attack_batch`).
 * :func:`run_attack_on_outputs` — the attack of an online tracker step: the forward passes at the clean input and
-  at the result folded into the loop (one forward program compiled, not three).
+  at the result folded into the loop (two forward passes compiled, not three).
 * :func:`run_attack_unrolled` — the same iterations as a ``lax.scan`` without ``stop_gradient``, differentiable end
   to end with respect to the clean input and to everything ``loss_fn`` closes over. ``sign`` has zero derivative
   almost everywhere, so its derivative is replaced by the identity (straight-through estimator,
@@ -305,6 +305,14 @@ def _ascend(x, m, g, x0, config: AttackConfig, sign_fn):
     return jax.tree.map(update, x, x0, g), m
 
 
+def _start_point(x0, config: AttackConfig, key, start):
+    """The loop's first iterate: ``start`` projected into the budget around ``x0``, or the clean / random start."""
+    if start is None:
+        return _initial_point(x0, config, key)
+    c = config
+    return jax.tree.map(lambda s, a: project(s, a, c.eps, c.norm, c.clip_min, c.clip_max), start, x0)
+
+
 def _make_step(loss_fn, x0, config: AttackConfig, sign_fn):
     value_and_grad = jax.value_and_grad(loss_fn)
 
@@ -374,11 +382,7 @@ def run_attack(
 
 def _run_once(loss_fn, x0, config: AttackConfig, key, start, return_losses: bool):
     """One run of the loop: ``(x_adv, losses [steps + 1] or None)``."""
-    if start is None:
-        x_init = _initial_point(x0, config, key)
-    else:
-        c = config
-        x_init = jax.tree.map(lambda s, a: project(s, a, c.eps, c.norm, c.clip_min, c.clip_max), start, x0)
+    x_init = _start_point(x0, config, key, start)
     step = _make_step(loss_fn, x0, config, jnp.sign)
     m0 = jax.tree.map(jnp.zeros_like, x0)
     losses0 = jnp.zeros((config.steps + 1,), jnp.float32)
@@ -401,9 +405,11 @@ def run_attack_on_outputs(
     config: AttackConfig,
     key: jax.Array | None = None,
     start=None,
+    final_outputs: bool = True,
 ):
     """:func:`run_attack` on ``loss_fn(x) = loss_of_outputs(forward(x), forward(x_clean))``, returning the outputs
-    of ``forward`` at the clean input and at the result too: ``(x_adv, clean_outputs, adv_outputs)``.
+    of ``forward`` at the clean input and at the result too: ``(x_adv, clean_outputs, adv_outputs)``
+    (``adv_outputs`` None with ``final_outputs=False``, which skips that forward pass).
 
     This is what an online attack does on every frame: a clean forward pass (the labels), the attack, and a forward
     pass on the adversarial input (the tracker's step). Here the three are iterations of one loop of ``steps + 2``
@@ -414,19 +420,15 @@ def run_attack_on_outputs(
     9.1 s, SiamRPN++ R50's in 7.0 s instead of 11.3 s, same run time. (One forward pass with only the backward in the
     branch compiles a little less but ran 20-25 % slower: its saved activations cross the branch boundary.)
 
-    Same iterates as :func:`run_attack` (same start, steps and projection); outputs carry no gradient.
-    ``restarts > 1`` runs :func:`run_attack` between two plain forward passes.
+    Same iterates as :func:`run_attack` (same start, steps and projection); the outputs carry no gradient (to
+    ``x`` or to what ``forward`` closes over). ``restarts > 1`` runs :func:`run_attack` between plain forward passes.
     """
     x0 = jax.tree.map(_as_float, x)
     if config.restarts > 1:
         clean = jax.lax.stop_gradient(forward(x0))
         x_adv = run_attack(lambda xx: loss_of_outputs(forward(xx), clean), x0, config, key, start=start)
-        return x_adv, clean, jax.lax.stop_gradient(forward(x_adv))
-    if start is None:
-        x_init = _initial_point(x0, config, key)
-    else:
-        c = config
-        x_init = jax.tree.map(lambda s, a: project(s, a, c.eps, c.norm, c.clip_min, c.clip_max), start, x0)
+        return x_adv, clean, jax.lax.stop_gradient(forward(x_adv)) if final_outputs else None
+    x_init = _start_point(x0, config, key, start)
     outputs0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(forward, x0))
     m0 = jax.tree.map(jnp.zeros_like, x0)
 
@@ -450,8 +452,9 @@ def run_attack_on_outputs(
         x_i, m = jax.lax.cond(attack_step, lambda: _ascend(x_i, m, g, x0, config, jnp.sign), lambda: (x_i, m))
         return x_i, m, clean, outputs
 
-    x_adv, _, clean, outputs = jax.lax.fori_loop(0, config.steps + 2, body, (x_init, m0, outputs0, outputs0))
-    return jax.tree.map(jax.lax.stop_gradient, (x_adv, clean, outputs))
+    iterations = config.steps + (2 if final_outputs else 1)
+    x_adv, _, clean, outputs = jax.lax.fori_loop(0, iterations, body, (x_init, m0, outputs0, outputs0))
+    return jax.tree.map(jax.lax.stop_gradient, (x_adv, clean, outputs if final_outputs else None))
 
 
 def run_attack_batch(loss_fn: Callable, xs, config: AttackConfig, key: jax.Array | None, *args):

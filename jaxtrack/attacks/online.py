@@ -261,11 +261,14 @@ class AttackedTracker(TrackerWrapper):
             if a.warm_start and a.config.random_start:  # the first attacked frame starts at random
                 start = jnp.where(frame_index > 1, start, jax.random.uniform(
                     key, x.shape, x.dtype, -a.config.eps, a.config.eps) + x)
-            # the clean forward, the attack and the forward on the attacked crop are one loop (one forward compiled)
+            # the clean forward, the attack and (white box) the tracker's forward on the attacked crop are one loop:
+            # two forward passes compiled instead of three. The step's box and score then carry no gradient.
+            white_box = self.surrogate is None
             x_adv, _, raw_adv = run_attack_on_outputs(
-                lambda xx: attacker.head(attacker_variables, template, xx), loss_of_outputs, x, a.config, key, start)
+                lambda xx: attacker.head(attacker_variables, template, xx), loss_of_outputs, x, a.config, key, start,
+                final_outputs=white_box)
             delta = x_adv - x
-            if self.surrogate is None:  # the attacked tracker's own head outputs on x_adv: no forward pass left
+            if white_box:  # the attacked tracker's own head outputs on x_adv: no forward pass left
                 track, box, score = base.step_from_head(tr, frame, raw_adv, scale)
                 return state.replace(track=track, delta=delta, frame=frame_index), box, score
             x = x_adv

@@ -162,11 +162,18 @@ class CellTime(NamedTuple):
     cpu: float | None
 
 
+def _recorded(value) -> CellTime:
+    if isinstance(value, dict):
+        return CellTime(value.get("wall"), value.get("cpu"))
+    return CellTime(value, None)  # files written before CPU time was recorded hold the wall seconds alone
+
+
 def run_cell(tracker, variables, seqs, results, dataset: str, key: str) -> CellTime:
     """One cell of an experiment grid: :func:`~jaxtrack.eval.benchmark.run_dataset` (resumable), then
-    ``jax.clear_caches()``. Returns the time of the run that tracked the cell, compilation included: measured now
-    and recorded under ``key`` in ``RESULTS/cell_seconds.json`` (wall) and ``cell_cpu_seconds.json``, or, when every
-    result file was there already, the recorded figures. A cell resumed half-way records its second part.
+    ``jax.clear_caches()``. Returns what tracking the cell cost, compilation included: measured now when no result
+    of the cell existed before, and recorded under ``key`` in ``RESULTS/cell_seconds.json`` (one atomic write, by
+    process 0 of a multi-process run); the recorded figures when every result was there already; and None for a cell
+    resumed half-way (its run covered only part of it).
 
     A grid's programs are not reused from one cell to the next; a long grid that kept them all died in LLVM's code
     allocator (``vm.max_map_count``) after about 25 cells, hence the cache clearing.
@@ -176,20 +183,21 @@ def run_cell(tracker, variables, seqs, results, dataset: str, key: str) -> CellT
 
     import jax
 
-    from jaxtrack.eval.benchmark import run_dataset
+    from jaxtrack.eval.benchmark import result_path, run_dataset
     from jaxtrack.fileio import atomic_write_text
 
-    files = [Path(results) / "cell_seconds.json", Path(results) / "cell_cpu_seconds.json"]
-    cached = have_results(results, dataset, tracker.name, seqs)
+    path = Path(results) / "cell_seconds.json"
+    written = [result_path(results, dataset, tracker.name, s.name).is_file() for s in seqs]
     wall, cpu = time.perf_counter(), time.process_time()
     run_dataset(tracker, variables, seqs, results, dataset, tracker.name, progress=True)
-    measured = (time.perf_counter() - wall, time.process_time() - cpu)
+    measured = CellTime(time.perf_counter() - wall, time.process_time() - cpu)
     jax.clear_caches()
-    recorded = []
-    for path, seconds in zip(files, measured, strict=True):
-        times = json.loads(path.read_text()) if path.is_file() else {}
-        if not cached:
-            times[key] = seconds
-            atomic_write_text(path, json.dumps(times, indent=1))
-        recorded.append(times.get(key))
-    return CellTime(*recorded)
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    if all(written):
+        return _recorded(times.get(key))
+    if any(written):
+        return CellTime(None, None)
+    if jax.process_index() == 0:
+        times[key] = measured._asdict()
+        atomic_write_text(path, json.dumps(times, indent=1))
+    return measured

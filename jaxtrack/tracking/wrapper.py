@@ -6,6 +6,11 @@ defense (:mod:`jaxtrack.defense`) are wrappers: each overrides the pieces it cha
 ``base``, so they compose in any order and the composed object still runs under ``track_sequence`` /
 ``track_batch`` / ``track_chunks`` and the benchmark runner.
 
+A step must stay ``step_with_crop(x) = step_from_head(head(x))`` with dense predictions read through
+``dense_predictions``: a white-box online attack computes ``head`` on the attacked crop inside its loop and finishes
+the step with ``step_from_head``. A wrapper that changes the network's input overrides ``head`` (the defense does);
+one that changes how raw outputs become a box overrides ``step_from_head`` / ``decode``.
+
 A wrapper is plain data: a frozen dataclass of settings, compared and hashed by value (it is a static argument of
 ``jax.jit``, so equal wrappers share compiled code). A wrapper without arrays of its own (attack, refinement) takes
 the wrapped tracker's ``variables`` unchanged; one with arrays (the defense's U-Net) takes ``{"tracker": <the
