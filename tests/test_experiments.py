@@ -37,17 +37,25 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
+def _random_tiny_weights_folder(tmp_path, seed: int):
+    """``(tracker, variables, folder)``: random ``siamfcpp_tiny`` weights saved as a converted weights folder (what
+    ``jaxtrack convert`` writes), as a user's checkpoint would reach the experiments."""
+    from jaxtrack.weights.store import new_card, save_weights
+
+    tracker = tracking.create("siamfcpp_tiny")
+    variables = tracker.init_variables(jax.random.key(seed))
+    return tracker, variables, save_weights(tmp_path / "converted", variables, new_card("tracker", "siamfcpp_tiny",
+                                                                                         variables))
+
+
 def test_weights_flag_reaches_the_tracker(synthetic_root, tmp_path):
     """Random ``siamfcpp_tiny`` weights saved as a converted weights folder: attack_table's clean cell writes the
     boxes those weights track (compared with tracking them directly; the results file rounds to 1e-4 px), which
     differ from the bundled weights' boxes."""
     from jaxtrack.data.datasets import load_dataset
     from jaxtrack.weights import load_weights
-    from jaxtrack.weights.store import new_card, save_weights
 
-    tracker = tracking.create("siamfcpp_tiny")
-    random_vars = tracker.init_variables(jax.random.key(3))
-    folder = save_weights(tmp_path / "converted", random_vars, new_card("tracker", "siamfcpp_tiny", random_vars))
+    tracker, random_vars, folder = _random_tiny_weights_folder(tmp_path, 3)
     results = tmp_path / "results"
     _script("attack_table").run(["--grid", "smoke", "--models", "siamfcpp_tiny",
                                  "--weights", f"siamfcpp_tiny={folder}", "--dataset", "synthetic",
@@ -78,11 +86,8 @@ def test_template_refinement_runs_mtp_protocol_with_given_weights(synthetic_root
     refined tracker with MTP's loss (its result folder says ``-mtp``) run on the given dataset; the clean boxes are
     those of the given weights."""
     from jaxtrack.data.datasets import load_dataset
-    from jaxtrack.weights.store import new_card, save_weights
 
-    tracker = tracking.create("siamfcpp_tiny")
-    random_vars = tracker.init_variables(jax.random.key(3))
-    folder = save_weights(tmp_path / "converted", random_vars, new_card("tracker", "siamfcpp_tiny", random_vars))
+    tracker, random_vars, folder = _random_tiny_weights_folder(tmp_path, 3)
     results = tmp_path / "results"
     _script("template_refinement").run(["--mtp", "--models", "siamfcpp_tiny", "--weights", f"siamfcpp_tiny={folder}",
                                         "--dataset", "synthetic", "--root", str(synthetic_root),
@@ -103,11 +108,8 @@ def test_defense_table_defends_the_given_weights(synthetic_root, tmp_path):
     with tracking directly, built with the public defense API; the results file rounds to 1e-4 px)."""
     from jaxtrack.data.datasets import load_dataset
     from jaxtrack.defense import defended_from_checkpoint
-    from jaxtrack.weights.store import new_card, save_weights
 
-    tracker = tracking.create("siamfcpp_tiny")
-    random_vars = tracker.init_variables(jax.random.key(4))
-    folder = save_weights(tmp_path / "converted", random_vars, new_card("tracker", "siamfcpp_tiny", random_vars))
+    tracker, random_vars, folder = _random_tiny_weights_folder(tmp_path, 4)
     results = tmp_path / "results"
     _script("defense_table").run(["--grid", "smoke", "--plan", "siamfcpp_tiny=synthetic",
                                   "--weights", f"siamfcpp_tiny={folder}", "--dataset", "synthetic",
