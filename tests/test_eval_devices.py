@@ -31,7 +31,7 @@ _SCRIPT = textwrap.dedent(
     """
     import os, sys, json
     mode, root, results = sys.argv[1], sys.argv[2], sys.argv[3]
-    if mode == "devices":
+    if mode.startswith("devices"):
         os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     import jax
     if mode.startswith("process"):
@@ -44,10 +44,14 @@ _SCRIPT = textwrap.dedent(
 
     tracker = tracking.create("siamfcpp_tiny")
     variables = load_weights(tracker, "bundled").variables
+    if mode == "devices-attacked":
+        from jaxtrack import attacks
+        config = attacks.attack_config("pgd", eps=2000.0, steps=1, step_size=1000.0, norm="l2")
+        tracker = attacks.attacked(tracker, config, loss="cls", target="search")
     seqs = load_dataset("synthetic", root)
     done = []
     run_dataset(tracker, variables, seqs, results, "synthetic", "t", progress=False,
-                batch_memory_mb=1024 if mode == "devices" else 0,
+                batch_memory_mb=1024 if mode.startswith("devices") else 0,
                 on_sequence_done=lambda name, path: done.append(name))
     print("RESULT", json.dumps({"devices": jax.local_device_count(), "processes": jax.process_count(),
                                 "done": done}))
@@ -95,6 +99,7 @@ def test_sequences_split_over_devices_and_processes_give_the_one_device_boxes(ro
 
     port = _free_port()
     procs = {"devices": _launch("devices", root, tmp_path / "devices"),
+             "devices-attacked": _launch("devices-attacked", root, tmp_path / "devices-attacked"),
              "process0": _launch("process0", root, tmp_path / "processes", str(port)),
              "process1": _launch("process1", root, tmp_path / "processes", str(port))}
     tracker = tracking.create(MODEL)
@@ -115,3 +120,21 @@ def test_sequences_split_over_devices_and_processes_give_the_one_device_boxes(ro
     for name, boxes in _boxes(tmp_path / "processes", names).items():
         np.testing.assert_array_equal(boxes, one[name], err_msg=name)
     assert process_share(seqs) == list(seqs)  # one process: all of them
+
+    # an online attack (its loop holds a lax.cond, kept a branch under vmap) batched over 8 devices tracks as on one,
+    # up to float noise that the tracker's feedback amplifies: L2 steps (continuous in the gradient) keep the first 5
+    # frames within 0.05 px; by frames 6-8 the runs drift apart by up to 0.41 px (measured, with and without the
+    # forward passes folded into the attack loop), so 1 px there -- a mis-lowered program is off by far more
+    from jaxtrack import attacks
+
+    config = attacks.attack_config("pgd", eps=2000.0, steps=1, step_size=1000.0, norm="l2")
+    attacked = attacks.attacked(tracker, config, loss="cls", target="search")
+    run_dataset(attacked, load_weights(tracker, "bundled").variables, seqs, tmp_path / "one-attacked", "synthetic",
+                "t", progress=False, mesh=None)
+    one_attacked = _boxes(tmp_path / "one-attacked", names)
+    report = _report(procs["devices-attacked"])
+    assert report["devices"] == 8 and sorted(report["done"]) == sorted(names)
+    for name, boxes in _boxes(tmp_path / "devices-attacked", names).items():
+        np.testing.assert_allclose(boxes[:5], one_attacked[name][:5], atol=0.05, err_msg=name)
+        np.testing.assert_allclose(boxes, one_attacked[name], atol=1.0, err_msg=name)
+    assert max(np.abs(one_attacked[n] - one[n]).max() for n in names) > 1.0  # the attack moves the boxes
