@@ -482,6 +482,9 @@ class ToyTracker:
     def dense(self, variables, template, x):
         return Tracker.dense(self, variables, template, x)
 
+    def dense_from_head(self, raw):
+        return Tracker.dense_from_head(self, raw)
+
     def dense_predictions(self, raw):
         grid = jnp.stack(jnp.meshgrid(jnp.arange(3.0), jnp.arange(3.0)), -1).reshape(9, 2) * 8 - 8
         centres = grid + raw["shift"]

@@ -68,8 +68,8 @@ def test_weights_flag_reaches_the_tracker(synthetic_root, tmp_path):
     np.testing.assert_allclose(written, np.asarray(expected), atol=2e-3)
     shipped, _ = tracker.track_sequence(load_weights(tracker, "bundled").variables, frames, seq.init_box)
     assert np.abs(np.asarray(shipped) - written)[1:].max() > 1.0
-    # each cell's wall time is recorded; a second run tracks nothing and reports the first run's times
-    times = json.loads((results / "cell_seconds.json").read_text())  # wall and CPU seconds per cell
+    # each cell's wall and CPU time is recorded; a second run tracks nothing and reports the first run's times
+    times = json.loads((results / "cell_seconds.json").read_text())
     assert len(times) == 2 and all(t["wall"] > 0 and t["cpu"] > 0 for t in times.values()), times
     first_table = (tmp_path / "docs" / "attack_table.md").read_text()
     assert all(f"| {t['cpu']:.0f} | {t['wall']:.0f} |" in first_table for t in times.values())

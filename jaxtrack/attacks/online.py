@@ -248,13 +248,9 @@ class AttackedTracker(TrackerWrapper):
             attacker_variables = self.attacker_variables(variables)
             loss = a.loss_fn
 
-            def dense(raw):  # one crop's (scores [N], boxes [N, 4])
-                scores, boxes = attacker.dense_predictions(raw)
-                return scores[0], boxes[0]
-
             def loss_of_outputs(raw, raw_clean):  # labels and reference from the clean prediction
-                clean = dense(raw_clean)
-                return loss(*dense(raw), best_box(*clean), None if a.relabel else clean)
+                clean = attacker.dense_from_head(raw_clean)
+                return loss(*attacker.dense_from_head(raw), best_box(*clean), None if a.relabel else clean)
 
             start = x + state.delta if a.warm_start else None
             key = self._key(frame_index) if a.config.random_start else None

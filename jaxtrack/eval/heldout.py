@@ -146,12 +146,17 @@ def user_sets(args):
     return benchmark_set(args.dataset, args.root, args.sequences, args.max_frames)
 
 
-def have_results(results, dataset: str, tracker_name: str, seqs) -> bool:
-    """Whether ``results`` holds this tracker's result file for every sequence (the pysot layout of
+def _results_written(results, dataset: str, tracker_name: str, seqs) -> list[bool]:
+    """Per sequence, whether ``results`` holds this tracker's result file (the pysot layout of
     :func:`jaxtrack.eval.benchmark.run_dataset`)."""
     from jaxtrack.eval.benchmark import result_path
 
-    return all(result_path(results, dataset, tracker_name, s.name).is_file() for s in seqs)
+    return [result_path(results, dataset, tracker_name, s.name).is_file() for s in seqs]
+
+
+def have_results(results, dataset: str, tracker_name: str, seqs) -> bool:
+    """Whether ``results`` holds this tracker's result file for every sequence."""
+    return all(_results_written(results, dataset, tracker_name, seqs))
 
 
 class CellTime(NamedTuple):
@@ -183,11 +188,11 @@ def run_cell(tracker, variables, seqs, results, dataset: str, key: str) -> CellT
 
     import jax
 
-    from jaxtrack.eval.benchmark import result_path, run_dataset
+    from jaxtrack.eval.benchmark import run_dataset
     from jaxtrack.fileio import atomic_write_text
 
     path = Path(results) / "cell_seconds.json"
-    written = [result_path(results, dataset, tracker.name, s.name).is_file() for s in seqs]
+    written = _results_written(results, dataset, tracker.name, seqs)
     wall, cpu = time.perf_counter(), time.process_time()
     run_dataset(tracker, variables, seqs, results, dataset, tracker.name, progress=True)
     measured = CellTime(time.perf_counter() - wall, time.process_time() - cpu)

@@ -157,7 +157,11 @@ class Tracker:
         """Dense predictions of ONE search crop ``x`` [X,X,3] against a template embedding: scores [N] and boxes
         [N, 4] (``dense_predictions`` of ``head``, batch dimension dropped): what attack and refinement losses
         read."""
-        scores, boxes = self.dense_predictions(self.head(variables, template, x))
+        return self.dense_from_head(self.head(variables, template, x))
+
+    def dense_from_head(self, raw) -> tuple[jax.Array, jax.Array]:
+        """:meth:`dense` from the raw head outputs of one crop (batch dimension 1): scores [N], boxes [N, 4]."""
+        scores, boxes = self.dense_predictions(raw)
         return scores[0], boxes[0]
 
     # ------------------------------------------------------------------ network
