@@ -104,6 +104,7 @@ class Cell:
     ablation: str = ""  # "" | where | transfer | loss
     trained_with: str = ""  # the training attack's loss of a trained folder (the loss ablation)
     target: str = "search"  # the attacked crops: search (every frame), template (at initialisation), both
+    frames: int = 0  # 0: whole sequences; N: the first N frames of each (results under RESULTS/first<N>)
 
     def online(self) -> OnlineAttack | None:
         if self.attack is None:
@@ -125,6 +126,9 @@ class Cell:
         kind = "FGSM" if self.attack == "fgsm" else f"{self.attack.upper()}-{self.steps}"
         restarts = f" ×{self.restarts} restarts" if self.restarts > 1 else ""
         return f"{kind} {self.loss} ε{self.eps:g}{restarts}"
+
+    def frames_text(self) -> str:
+        return f"first {self.frames}" if self.frames else "whole"
 
     def defense_text(self) -> str:
         if self.condition in ("clean", "attacked"):
@@ -178,8 +182,8 @@ def surfaces_grid(model: str, targets=("search", "template", "both")) -> list[Ce
     """Every attack surface against each shipped U-Net of ``model`` (the fixed-perturbation one and, when it ships,
     the min-max one): the undefended tracker clean and attacked on the search crop, the template and both; per
     U-Net: defended clean, non-adaptive and adaptive PGD-10 Dua-Loss on each surface, adaptive PGD-10 margin
-    loss on both, and the black-box IoU attack (which queries the defended tracker itself). ``targets`` restricts
-    the PGD surfaces (a cheaper run)."""
+    loss on both, the black-box IoU attack (which queries the defended tracker itself), and adaptive PGD-10 margin
+    loss on the search crop and the template. ``targets`` restricts the PGD surfaces (a cheaper run)."""
     pgd8 = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
     iou = dict(attack="iou", eps=8.0, steps=10)
     cells = [Cell("clean")] + [Cell("attacked", **pgd8, target=t) for t in targets] + [Cell("attacked", **iou)]
@@ -189,6 +193,7 @@ def surfaces_grid(model: str, targets=("search", "template", "both")) -> list[Ce
             cells += [Cell("non-adaptive", **pgd8, target=t, defense=u), Cell("adaptive", **pgd8, target=t, defense=u)]
         cells += [Cell("adaptive", **{**pgd8, "loss": "margin"}, target="both", defense=u),
                   Cell("black-box", **iou, defense=u)]
+        cells += [Cell("adaptive", **{**pgd8, "loss": "margin"}, target=t, defense=u) for t in targets if t != "both"]
     return cells
 
 
@@ -207,7 +212,17 @@ def strong_grid(model: str, targets=("search",)) -> list[Cell]:
     return cells
 
 
-def grid(name: str, model: str, targets=("search", "template", "both")) -> list[Cell]:
+def all_grid(model: str, targets=("search", "template", "both"), strong_frames: int = 15) -> list[Cell]:
+    """The cells of the one consolidated table: every attack surface on whole sequences (:func:`surfaces_grid`),
+    then the strongest adaptive attack on the search crop (:func:`strong_grid`, with its own clean and defended
+    references) on the first ``strong_frames`` frames of each sequence (0: whole sequences; ~50x a PGD-10 cell)."""
+    strong = [dataclasses.replace(c, frames=strong_frames) for c in strong_grid(model, ("search",))]
+    return surfaces_grid(model, targets) + strong
+
+
+def grid(name: str, model: str, targets=("search", "template", "both"), strong_frames: int = 15) -> list[Cell]:
+    if name == "all":
+        return all_grid(model, targets, strong_frames)
     if name == "surfaces":
         return surfaces_grid(model, targets)
     if name == "strong":
@@ -245,7 +260,7 @@ def grid(name: str, model: str, targets=("search", "template", "both")) -> list[
                         if c not in cells:
                             cells.append(c)
         cells += [Cell("adaptive", "pgd", loss, 8.0, 100, 5) for loss in ("dua", "margin")]
-    if name not in ("smoke", "headline", "full", "attacks", "surfaces", "strong"):
+    if name not in ("smoke", "headline", "full", "attacks"):
         raise ValueError(f"unknown grid {name!r}")
     return cells
 
@@ -299,18 +314,23 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
         if set_name not in data:
             print(f"skipping {model} on {set_name}: no sequences")
             continue
-        dataset, seqs = data[set_name]
+        dataset, all_frames = data[set_name]
         for cell in cells:
+            seqs, cell_results = all_frames, results
+            if cell.frames:  # a cell on the first frames only: its own results folder, as --max-frames
+                seqs = [s.head(cell.frames) for s in all_frames]
+                cell_results = str(Path(results) / f"first{cell.frames}")
             try:
                 tracker, cell_variables = cell.tracker(base, variables)
             except ValueError as err:  # e.g. no shipped defense for this model
                 print(f"skipping {model} {cell}: {err}")
                 continue
-            if cached_only and not have_results(results, dataset, tracker.name, seqs):
+            if cached_only and not have_results(cell_results, dataset, tracker.name, seqs):
                 print(f"not run (--cached-only): {model} {set_name} {tracker.name}")
                 continue
-            seconds = run_cell(tracker, cell_variables, seqs, results, dataset, f"{set_name}/{tracker.name}").wall
-            scores = score_results(results, dataset, seqs, trackers=[tracker.name])[tracker.name]
+            seconds = run_cell(tracker, cell_variables, seqs, cell_results, dataset,
+                               f"{set_name}/{tracker.name}").wall
+            scores = score_results(cell_results, dataset, seqs, trackers=[tracker.name])[tracker.name]
             if "eao" in scores:  # VOT: the main figure is EAO; accuracy and robustness take the other columns
                 main = {"auc": scores["eao"], "precision": scores["accuracy"], "robustness": scores["robustness"],
                         "protocol": "vot"}
@@ -319,7 +339,8 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
             rows.append({"model": model, "set": set_name, "cell": cell, "tracker": tracker.name, **main,
                          "seconds": seconds, "frames": int(sum(s.num_frames for s in seqs))})
             label = "EAO" if main["protocol"] == "vot" else "AUC"
-            print(f"{model} {set_name} {tracker.name}: {label} {main['auc']:.3f}", flush=True)
+            span = f" (first {cell.frames} frames)" if cell.frames else ""
+            print(f"{model} {set_name} {tracker.name}{span}: {label} {main['auc']:.3f}", flush=True)
     return rows
 
 
@@ -420,7 +441,7 @@ def cost(model: str, variables, iters: int) -> dict:
 def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    clean = {(r["model"], r["set"]): r["auc"] for r in rows if r["cell"].condition == "clean"}
+    clean = {(r["model"], r["set"], r["cell"].frames): r["auc"] for r in rows if r["cell"].condition == "clean"}
     lines = [
         f"DuaLossDef, `experiments/defense_table.py {args.command or '(defaults)'}` (the U-Nets shipped in "
         "`jaxtrack/assets/defenses`; attacks on every frame's search crop unless the attack names the template (perturbed "
@@ -433,11 +454,12 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
     ]
     for r in rows:
         c: Cell = r["cell"]
-        ratio = r["auc"] / max(clean.get((r["model"], r["set"]), float("nan")), 1e-9)
+        ratio = r["auc"] / max(clean.get((r["model"], r["set"], c.frames), float("nan")), 1e-9)
         fps = "–" if not r["seconds"] else f"{r['frames'] / r['seconds']:.1f}"
         second = (f"{r['precision']:.3f}, {r['robustness']:.3f}" if r.get("protocol") == "vot"
                   else f"{r['precision']:.3f}")
         attack = c.attack_text() if c.attack is None or c.target == "search" else f"{c.attack_text()} ({c.target})"
+        attack += f" [first {c.frames} frames]" if c.frames else ""
         lines.append(f"| {r['model']} | {SET_LABELS[r['set']]} | {c.condition} | {attack} | "
                      f"{c.defense_text()} | {c.ablation or '–'} | {r['auc']:.3f} | {second} | "
                      f"{ratio:.2f} | {fps} |")
@@ -463,8 +485,11 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
         for model, c in costs.items():
             lines.append(f"| {model} | {c['crop']} | {c['unet_ms']:.1f} | {c['step_ms']:.1f} | "
                          f"{c['defended_ms']:.1f} | {c['share']:.0%} |")
+    if args.grid == "all":
+        lines = summary_tables(rows) + ["", "Every cell:", ""] + lines
     table = "\n".join(lines) + "\n"
-    stems = {"attacks": "defense_attacks", "surfaces": "defense_surfaces", "strong": "defense_strong"}
+    stems = {"attacks": "defense_attacks", "surfaces": "defense_surfaces", "strong": "defense_strong",
+             "all": "defense_all"}
     stem = stems.get(args.grid, "defense_table")
     atomic_write_text(docs / f"{stem}.md", table)
     print(table)
@@ -474,6 +499,55 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
     plot(rows, docs / f"{stem}.png")
     if conv:
         plot_convergence(conv, docs / "defense_convergence.png")
+
+
+UNET_NAMES = {"bundled": "fixed-perturbation U-Net", "bundled-minmax": "min-max U-Net"}
+KIND_ORDER = ("none", "non-adaptive", "adaptive", "black box")
+TARGET_ORDER = ("–", "search", "template", "both")
+
+
+def summary_tables(rows: list[dict]) -> list[str]:
+    """One table per model (``--grid all``): a row per attack (kind, attack, attacked crops, frames), a column per
+    set and defense (undefended, then each U-Net on both branches), each entry ``score (÷ clean)`` with the clean
+    score of the same set and frames. An undefended attacked cell fills the undefended column of both the
+    non-adaptive and the adaptive row of its attack (the same attack on the same tracker); ``–``: not run."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        sub = [r for r in rows if r["model"] == model and not r["cell"].ablation and r["cell"].where == "both"]
+        sets = list(dict.fromkeys(r["set"] for r in sub))
+        unets = list(dict.fromkeys(r["cell"].defense for r in sub if r["cell"].condition not in ("clean", "attacked")))
+        columns = [(s, d) for s in sets for d in [None] + unets]
+        clean = {(r["set"], r["cell"].frames): r["auc"] for r in sub if r["cell"].condition == "clean"}
+        entries: dict[tuple, dict] = {}
+        for r in sub:
+            c = r["cell"]
+            if c.attack is None:
+                kinds = ["none"]
+            elif c.condition == "attacked":
+                kinds = ["black box"] if c.attack == "iou" else ["non-adaptive", "adaptive"]
+            else:
+                kinds = ["black box" if c.condition == "black-box" else c.condition]
+            ratio = r["auc"] / clean[(r["set"], c.frames)] if clean.get((r["set"], c.frames)) else float("nan")
+            text = f"{r['auc']:.3f} ({ratio:.2f}×)"
+            defense = None if c.condition in ("clean", "attacked") else c.defense
+            for kind in kinds:
+                key = (c.frames, KIND_ORDER.index(kind), c.attack_text(),
+                       TARGET_ORDER.index(c.target if c.attack else "–"))
+                entries.setdefault(key, {"kind": kind, "cell": c})[(r["set"], defense)] = text
+        metric = {s: "EAO" if s == "vot" else "AUC" for s in sets}
+        head = [f"{SET_LABELS[s]} {metric[s]}: {'undefended' if d is None else UNET_NAMES.get(d, d)}"
+                for s, d in columns]
+        lines += [f"**{model}** (score ÷ the clean score of the same sequences and frames):", "",
+                  "| kind | attack | crops | frames | " + " | ".join(head) + " |",
+                  "|---|---|---|---|" + "---|" * len(columns)]
+        for key in sorted(entries):
+            e = entries[key]
+            c = e["cell"]
+            crops = c.target if c.attack else "–"
+            lines.append(f"| {e['kind']} | {c.attack_text()} | {crops} | {c.frames_text()} | "
+                         + " | ".join(e.get(col, "–") for col in columns) + " |")
+        lines.append("")
+    return lines
 
 
 def _save(fig, path: Path) -> None:
@@ -505,7 +579,8 @@ def plot(rows: list[dict], path: Path) -> None:
             c = r["cell"]
             attack = "" if c.attack_text() == "–" else f" · {c.attack_text()} ({c.target})"
             defense = "" if c.defense_text() == "–" else f" · {c.defense_text()}"
-            labels.append(f"{c.condition}{attack}{defense}")
+            span = f" · first {c.frames} frames" if c.frames else ""
+            labels.append(f"{c.condition}{attack}{defense}{span}")
         ax.barh(range(len(sub)), [r["auc"] for r in sub], color=[colours[r["cell"].condition] for r in sub])
         ax.set_yticks(range(len(sub)), labels, fontsize=7)
         ax.invert_yaxis()  # table order, top to bottom
@@ -541,12 +616,13 @@ def plot_convergence(conv: dict, path: Path) -> None:
 def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", default="headline",
-                        choices=["smoke", "headline", "full", "attacks", "surfaces", "strong"],
+                        choices=["smoke", "headline", "full", "attacks", "surfaces", "strong", "all"],
                         help="smoke: FGSM only; headline: PGD-10 Dua-Loss ε 8 with the ablations; surfaces: every "
                              "attack surface (search, template, both), the black-box IoU attack, against each "
                              "shipped U-Net (fixed-perturbation and min-max); strong: adaptive PGD-100 x 5 "
                              "restarts (Dua-Loss, margin) against each shipped U-Net; attacks: "
-                             "attacked / non-adaptive over the losses, ε 4 / 16, FGSM and BIM; full: every "
+                             "attacked / non-adaptive over the losses, ε 4 / 16, FGSM and BIM; all: surfaces "
+                             "and strong in one table (strong on the first --strong-frames frames); full: every "
                              "attack x loss x ε x condition and the 100-step, 5-restart adaptive attack")
     parser.add_argument("--plan", default=DEFAULT_PLAN, help="model=set[+set],... (sets: otb, synthetic, vot)")
     parser.add_argument("--otb-sequences", default=",".join(HELD_OUT_OTB))
@@ -573,6 +649,8 @@ def run(argv: list[str] | None = None) -> None:
                         help="the U-Net that defends MODEL in the 'own' cells: a jaxtrack train-defense folder "
                              "(WORKDIR/defense) or a shipped spec (bundled[-minmax][:TRACKER], transfer allowed); "
                              "default: the one shipped for MODEL; repeatable")
+    parser.add_argument("--strong-frames", type=int, default=15,
+                        help="--grid all: the PGD-100 x 5 cells track the first N frames of each sequence (0: all)")
     parser.add_argument("--targets", default="search,template,both",
                         help="--grid surfaces / strong: the attacked crops of the PGD cells (comma-separated)")
     args = parser.parse_args(argv)
@@ -592,13 +670,14 @@ def run(argv: list[str] | None = None) -> None:
             print(f"skipping {model}: no trained weights here (give them with --weights {model}=PATH)")
             continue
         variables = load_weights(tracker, weights.get(model), allow_random=False).variables
-        cells = grid(args.grid, model, tuple(args.targets.split(","))) + loss_ablation_cells(model, args.loss_ablation)
+        cells = grid(args.grid, model, tuple(args.targets.split(",")), args.strong_frames)
+        cells += loss_ablation_cells(model, args.loss_ablation)
         if model in own_defense:
             cells = [own_cell(c, own_defense[model]) for c in cells]
         rows += run_cells(model, variables, sets, cells, data, args.results, args.cached_only)
         if bundled_defense(model) is None or model in own_defense:
             continue
-        for spec in own_unets(model) if args.grid in ("surfaces", "strong") else ["bundled"]:
+        for spec in own_unets(model) if args.grid in ("surfaces", "strong", "all") else ["bundled"]:
             key = model if spec == "bundled" else f"{model} ({spec})"
             tag = "" if spec == "bundled" else f"{spec}_"
             earlier = sorted(Path(args.results).glob(f"convergence_{model}_{tag}[0-9]*.json"))

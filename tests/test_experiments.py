@@ -163,3 +163,56 @@ def test_where_ablation_attacks_the_branch_each_unet_defends():
     for c in cells:
         tracker, _ = c.tracker(tracking.create("nanotrack_v2"), None)
         assert tracker.attack.target == c.target and tracker.name.endswith("-via-nanotrack_v2")
+
+
+def test_all_grid_is_every_surface_then_the_strong_attack_on_the_first_frames():
+    """``defense_table.py --grid all``: the surfaces grid on whole sequences (the margin loss on every crop), then
+    the strong grid on the search crop with its own clean reference, all on the first ``strong_frames`` frames."""
+    dt = _script("defense_table")
+    cells = dt.grid("all", "nanotrack_v2", strong_frames=15)
+    whole = [c for c in cells if c.frames == 0]
+    assert whole == dt.surfaces_grid("nanotrack_v2")
+    assert {c.target for c in whole if c.loss == "margin"} == {"search", "template", "both"}
+    first = [c for c in cells if c.frames]
+    assert {c.frames for c in first} == {15} and first[0].condition == "clean"
+    assert {(c.steps, c.restarts) for c in first if c.attack} == {(10, 1), (100, 5)}
+    assert {c.target for c in first if c.attack} == {"search"}
+
+
+def test_summary_pivots_cells_into_one_row_per_attack():
+    """The consolidated table: the undefended attacked cell fills both the non-adaptive and the adaptive row of its
+    attack; a U-Net cell its own column; every ratio divides by the clean cell of the same set and frames
+    (hand-worked: 0.3 / 0.6 = 0.50, 0.2 / 0.8 = 0.25)."""
+    dt = _script("defense_table")
+    pgd = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
+    cells = [(dt.Cell("clean"), 0.8), (dt.Cell("attacked", **pgd), 0.1), (dt.Cell("adaptive", **pgd), 0.2),
+             (dt.Cell("non-adaptive", **pgd, defense="bundled-minmax"), 0.6),
+             (dt.Cell("clean", frames=15), 0.6), (dt.Cell("adaptive", **pgd, frames=15), 0.3),
+             (dt.Cell("non-adaptive", **pgd, where="search", ablation="where"), 0.7)]  # not in the summary
+    rows = [{"model": "m", "set": "otb", "cell": c, "auc": a} for c, a in cells]
+    lines = dt.summary_tables(rows)
+    table = [line for line in lines if line.startswith("| ") and "kind" not in line]
+    assert table == [
+        "| none | – | – | whole | 0.800 (1.00×) | – | – |",
+        "| non-adaptive | PGD-10 dua ε8 | search | whole | 0.100 (0.12×) | – | 0.600 (0.75×) |",
+        "| adaptive | PGD-10 dua ε8 | search | whole | 0.100 (0.12×) | 0.200 (0.25×) | – |",
+        "| none | – | – | first 15 | 0.600 (1.00×) | – | – |",
+        "| adaptive | PGD-10 dua ε8 | search | first 15 | – | 0.300 (0.50×) | – |",
+    ]
+    assert "fixed-perturbation U-Net" in lines[2] and "min-max U-Net" in lines[2]
+
+
+def test_a_cell_on_the_first_frames_tracks_only_those_into_its_own_folder(synthetic_root, tmp_path):
+    """``Cell(frames=N)``: the runner tracks the first N frames of each sequence into ``RESULTS/first<N>`` (the
+    layout of ``--max-frames``), so whole-sequence results of the same tracker are never mixed with it."""
+    from jaxtrack.data.datasets import load_dataset
+
+    dt = _script("defense_table")
+    tracker = tracking.create("siamfcpp_tiny")
+    variables = tracker.init_variables(jax.random.key(0))
+    seqs = list(load_dataset("synthetic", synthetic_root))
+    rows = dt.run_cells("siamfcpp_tiny", variables, ["synthetic"], [dt.Cell("clean", frames=2)],
+                        {"synthetic": ("synthetic", seqs)}, str(tmp_path))
+    written = np.loadtxt(result_path(tmp_path / "first2", "synthetic", tracker.name, seqs[0].name), delimiter=",")
+    assert written.shape == (2, 4) and rows[0]["frames"] == 2 * len(seqs)
+    assert not result_path(tmp_path, "synthetic", tracker.name, seqs[0].name).exists()
