@@ -6,6 +6,7 @@ Run (the README's figures)::
     .venv/bin/python experiments/defense_table.py --grid headline
     .venv/bin/python experiments/defense_table.py --grid attacks --plan nanotrack_v2=otb --max-frames 30
     .venv/bin/python experiments/defense_table.py --grid full          # issue 7's whole grid (accelerators)
+    .venv/bin/python experiments/defense_table.py --grid all --plan nanotrack_v2=otb+vot  # issue 16's one table
 
 Every cell is one tracker built with :func:`jaxtrack.robust.wrap` and run by the benchmark runner into
 ``--results`` (pysot layout, resumable), then scored with pysot's OTB metrics. The same cell from the command line::
@@ -486,7 +487,7 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
             lines.append(f"| {model} | {c['crop']} | {c['unet_ms']:.1f} | {c['step_ms']:.1f} | "
                          f"{c['defended_ms']:.1f} | {c['share']:.0%} |")
     if args.grid == "all":
-        lines = summary_tables(rows) + ["", "Every cell:", ""] + lines
+        lines = lines[:2] + summary_tables(rows) + ["Every cell:", ""] + lines[2:]
     table = "\n".join(lines) + "\n"
     stems = {"attacks": "defense_attacks", "surfaces": "defense_surfaces", "strong": "defense_strong",
              "all": "defense_all"}
