@@ -79,6 +79,7 @@ from jaxtrack.eval.heldout import (
     parse_weights,
     run_cell,
 )
+from jaxtrack.eval.benchmark import protocol_of
 from jaxtrack.eval.report import score_results
 from jaxtrack.fileio import atomic_write_text
 from jaxtrack.timing import interleaved
@@ -216,7 +217,8 @@ def strong_grid(model: str, targets=("search",)) -> list[Cell]:
 def all_grid(model: str, targets=("search", "template", "both"), strong_frames: int = 15) -> list[Cell]:
     """The cells of the one consolidated table: every attack surface on whole sequences (:func:`surfaces_grid`),
     then the strongest adaptive attack on the search crop (:func:`strong_grid`, with its own clean and defended
-    references) on the first ``strong_frames`` frames of each sequence (0: whole sequences; ~50x a PGD-10 cell)."""
+    references) on the first ``strong_frames`` frames of each sequence (0: whole sequences; ~50x a PGD-10 cell).
+    On a VOT set the cells cut to a few frames are skipped: EAO is defined over sequence lengths from 100 frames."""
     strong = [dataclasses.replace(c, frames=strong_frames) for c in strong_grid(model, ("search",))]
     return surfaces_grid(model, targets) + strong
 
@@ -318,6 +320,10 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
         dataset, all_frames = data[set_name]
         for cell in cells:
             seqs, cell_results = all_frames, results
+            if cell.frames and protocol_of(dataset) == "vot":
+                # VOT2018's EAO averages expected overlaps over sequence lengths 100-356: undefined on a few frames
+                print(f"skipping {model} on {set_name} (first {cell.frames} frames): EAO needs whole sequences")
+                continue
             if cell.frames:  # a cell on the first frames only: its own results folder, as --max-frames
                 seqs = [s.head(cell.frames) for s in all_frames]
                 cell_results = str(Path(results) / f"first{cell.frames}")

@@ -204,7 +204,8 @@ def test_summary_pivots_cells_into_one_row_per_attack():
 
 def test_a_cell_on_the_first_frames_tracks_only_those_into_its_own_folder(synthetic_root, tmp_path):
     """``Cell(frames=N)``: the runner tracks the first N frames of each sequence into ``RESULTS/first<N>`` (the
-    layout of ``--max-frames``), so whole-sequence results of the same tracker are never mixed with it."""
+    layout of ``--max-frames``), so whole-sequence results of the same tracker are never mixed with it; never on a
+    VOT set."""
     from jaxtrack.data.datasets import load_dataset
 
     dt = _script("defense_table")
@@ -216,3 +217,7 @@ def test_a_cell_on_the_first_frames_tracks_only_those_into_its_own_folder(synthe
     written = np.loadtxt(result_path(tmp_path / "first2", "synthetic", tracker.name, seqs[0].name), delimiter=",")
     assert written.shape == (2, 4) and rows[0]["frames"] == 2 * len(seqs)
     assert not result_path(tmp_path, "synthetic", tracker.name, seqs[0].name).exists()
+    # on a VOT set such a cell is skipped before tracking: EAO is undefined on sequences shorter than 100 frames
+    assert dt.run_cells("siamfcpp_tiny", variables, ["vot"], [dt.Cell("clean", frames=2)],
+                        {"vot": ("vot2018", seqs)}, str(tmp_path / "vot")) == []
+    assert not (tmp_path / "vot").exists()
