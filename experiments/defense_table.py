@@ -473,6 +473,7 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
     lines.append("")
     lines.append("frames/s: the whole run of that cell on this 2-core CPU, compile included. "
                  + (f"Every sequence cut to its first {args.max_frames} frames." if args.max_frames
+                    else "Whole sequences, except cells marked [first N frames]." if any(r["cell"].frames for r in rows)
                     else "Whole sequences."))
     for model, c in conv.items():
         lines += ["", f"**Adaptive attack on {model}**: {c['pairs']} held-out synthetic crop pairs, PGD through the "
@@ -503,7 +504,7 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
     raw = [{**{k: v for k, v in r.items() if k != "cell"}, "cell": dataclasses.asdict(r["cell"])} for r in rows]
     atomic_write_text(Path(args.results) / f"{stem}.json",
                       json.dumps({"rows": raw, "convergence": conv, "cost": costs}, indent=1))
-    plot(rows, docs / f"{stem}.png")
+    (plot_summary if args.grid == "all" else plot)(rows, docs / f"{stem}.png")
     if conv:
         plot_convergence(conv, docs / "defense_convergence.png")
 
@@ -513,48 +514,91 @@ KIND_ORDER = ("none", "non-adaptive", "adaptive", "black box")
 TARGET_ORDER = ("–", "search", "template", "both")
 
 
+def pivot(rows: list[dict], model: str) -> tuple[list, list[dict]]:
+    """The consolidated view of ``model``'s cells (``--grid all``): ``(columns, entries)``, a column ``(set,
+    defense)`` per set and defense (None: undefended, then each U-Net on both branches), an entry per attack (kind,
+    attack, attacked crops, frames; sorted) holding ``(score, score ÷ clean)`` per column, with the clean score of the
+    same set and frames. An undefended attacked cell fills the undefended column of both the non-adaptive and the
+    adaptive entry of its attack (the same attack on the same tracker)."""
+    sub = [r for r in rows if r["model"] == model and not r["cell"].ablation and r["cell"].where == "both"]
+    sets = list(dict.fromkeys(r["set"] for r in sub))
+    unets = list(dict.fromkeys(r["cell"].defense for r in sub if r["cell"].condition not in ("clean", "attacked")))
+    clean = {(r["set"], r["cell"].frames): r["auc"] for r in sub if r["cell"].condition == "clean"}
+    entries: dict[tuple, dict] = {}
+    for r in sub:
+        c = r["cell"]
+        if c.attack is None:
+            kinds = ["none"]
+        elif c.condition == "attacked":
+            kinds = ["black box"] if c.attack == "iou" else ["non-adaptive", "adaptive"]
+        else:
+            kinds = ["black box" if c.condition == "black-box" else c.condition]
+        ratio = r["auc"] / clean[(r["set"], c.frames)] if clean.get((r["set"], c.frames)) else float("nan")
+        defense = None if c.condition in ("clean", "attacked") else c.defense
+        for kind in kinds:
+            key = (c.frames, KIND_ORDER.index(kind), c.attack_text(), TARGET_ORDER.index(c.target if c.attack else "–"))
+            entries.setdefault(key, {"kind": kind, "cell": c})[(r["set"], defense)] = (r["auc"], ratio)
+    return [(s, d) for s in sets for d in [None] + unets], [entries[k] for k in sorted(entries)]
+
+
+def _column_text(column) -> str:
+    set_name, defense = column
+    metric = "EAO" if set_name == "vot" else "AUC"
+    return f"{SET_LABELS[set_name].split(' (')[0]} {metric}: {'undefended' if defense is None else UNET_NAMES.get(defense, defense)}"
+
+
+def _entry_text(entry) -> str:
+    c = entry["cell"]
+    return f"{entry['kind']} · {c.attack_text() if c.attack else 'no attack'}" + (f" ({c.target})" if c.attack else "") \
+        + (f" · first {c.frames} frames" if c.frames else "")
+
+
 def summary_tables(rows: list[dict]) -> list[str]:
-    """One table per model (``--grid all``): a row per attack (kind, attack, attacked crops, frames), a column per
-    set and defense (undefended, then each U-Net on both branches), each entry ``score (÷ clean)`` with the clean
-    score of the same set and frames. An undefended attacked cell fills the undefended column of both the
-    non-adaptive and the adaptive row of its attack (the same attack on the same tracker); ``–``: not run."""
+    """One table per model (``--grid all``, :func:`pivot`): each entry ``score (÷ clean)``; ``–``: not run."""
     lines = []
     for model in dict.fromkeys(r["model"] for r in rows):
-        sub = [r for r in rows if r["model"] == model and not r["cell"].ablation and r["cell"].where == "both"]
-        sets = list(dict.fromkeys(r["set"] for r in sub))
-        unets = list(dict.fromkeys(r["cell"].defense for r in sub if r["cell"].condition not in ("clean", "attacked")))
-        columns = [(s, d) for s in sets for d in [None] + unets]
-        clean = {(r["set"], r["cell"].frames): r["auc"] for r in sub if r["cell"].condition == "clean"}
-        entries: dict[tuple, dict] = {}
-        for r in sub:
-            c = r["cell"]
-            if c.attack is None:
-                kinds = ["none"]
-            elif c.condition == "attacked":
-                kinds = ["black box"] if c.attack == "iou" else ["non-adaptive", "adaptive"]
-            else:
-                kinds = ["black box" if c.condition == "black-box" else c.condition]
-            ratio = r["auc"] / clean[(r["set"], c.frames)] if clean.get((r["set"], c.frames)) else float("nan")
-            text = f"{r['auc']:.3f} ({ratio:.2f}×)"
-            defense = None if c.condition in ("clean", "attacked") else c.defense
-            for kind in kinds:
-                key = (c.frames, KIND_ORDER.index(kind), c.attack_text(),
-                       TARGET_ORDER.index(c.target if c.attack else "–"))
-                entries.setdefault(key, {"kind": kind, "cell": c})[(r["set"], defense)] = text
-        metric = {s: "EAO" if s == "vot" else "AUC" for s in sets}
-        head = [f"{SET_LABELS[s]} {metric[s]}: {'undefended' if d is None else UNET_NAMES.get(d, d)}"
-                for s, d in columns]
+        columns, entries = pivot(rows, model)
         lines += [f"**{model}** (score ÷ the clean score of the same sequences and frames):", "",
-                  "| kind | attack | crops | frames | " + " | ".join(head) + " |",
+                  "| kind | attack | crops | frames | " + " | ".join(map(_column_text, columns)) + " |",
                   "|---|---|---|---|" + "---|" * len(columns)]
-        for key in sorted(entries):
-            e = entries[key]
+        for e in entries:
             c = e["cell"]
-            crops = c.target if c.attack else "–"
-            lines.append(f"| {e['kind']} | {c.attack_text()} | {crops} | {c.frames_text()} | "
-                         + " | ".join(e.get(col, "–") for col in columns) + " |")
+            values = [f"{e[col][0]:.3f} ({e[col][1]:.2f}×)" if col in e else "–" for col in columns]
+            lines.append(f"| {e['kind']} | {c.attack_text()} | {c.target if c.attack else '–'} | {c.frames_text()} | "
+                         + " | ".join(values) + " |")
         lines.append("")
     return lines
+
+
+def plot_summary(rows: list[dict], path: Path) -> None:
+    """:func:`pivot` as grouped bars: a panel per model and set, an entry per row, a bar per defense."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(m, s, pivot(rows, m)) for m in dict.fromkeys(r["model"] for r in rows)
+              for s in dict.fromkeys(r["set"] for r in rows if r["model"] == m)]
+    panels = [(m, s, [c for c in columns if c[0] == s], [e for e in entries if any(c in e for c in columns if c[0] == s)])
+              for m, s, (columns, entries) in panels]  # each panel: its set's columns and the entries run there
+    longest = max(len(entries) for *_, entries in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 0.42 * longest + 1.6), squeeze=False)
+    colours = ["tab:gray", "tab:blue", "tab:purple", "tab:olive"]
+    for ax, (model, set_name, mine, entries) in zip(axes[0], panels):
+        height = 0.8 / len(mine)
+        for j, col in enumerate(mine):
+            ys = [i + (j - (len(mine) - 1) / 2) * height for i in range(len(entries))]
+            ax.barh(ys, [e[col][0] if col in e else 0.0 for e in entries], height=height, color=colours[j % 4],
+                    label=_column_text(col).split(": ")[1])
+        ax.set_yticks(range(len(entries)), [_entry_text(e) for e in entries], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("EAO" if set_name == "vot" else "success AUC")
+        ax.set_xlim(0, 1.35)  # the legend right of the bars (every score is at most 1)
+        ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax.set_title(f"{model}, {SET_LABELS[set_name]}", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+        ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
 
 
 def _save(fig, path: Path) -> None:
