@@ -139,13 +139,86 @@ def write_outputs(rows, args) -> None:
         lines.append(f"| {model} | {label} | " + " | ".join(_cell_text(cell)) +
                      f" | {main:.3f} | {second:.3f} | {ratio:.2f} | {frames} | {_seconds_text(cost.cpu)} | "
                      f"{_seconds_text(cost.wall)} |")
+    if args.grid == "full":
+        lines = lines[:2] + budget_tables(rows) + ["Every cell:", ""] + lines[2:]
     cpu = sum(r[4].cpu for r in rows if r[4].cpu is not None)
     wall = sum(r[4].wall for r in rows if r[4].wall is not None)
     lines += ["", f"{len(rows)} cells: {cpu / 3600:.1f} h of CPU time, {wall / 3600:.1f} h of wall time in all."]
     table = "\n".join(lines) + "\n"
     atomic_write_text(docs / "attack_table.md", table)
     print(table)
-    plot(rows, docs / "attack_table.png")
+    (plot_full if args.grid == "full" else plot)(rows, docs / "attack_table.png")
+
+
+def budget_tables(rows) -> list[str]:
+    """One table per model and data set: a row per attack, loss and target (grid order), a column per ε, each entry
+    the success AUC (EAO on VOT) with its ratio to the clean score; ``–``: not run."""
+    lines = []
+    for model, label in dict.fromkeys((m, d) for m, d, *_ in rows):
+        sub = [(c, s) for m, d, c, s, *_ in rows if (m, d) == (model, label)]
+        clean = next((headline_scores(s)[0] for c, s in sub if c is None), float("nan"))
+        budgets = sorted({c.eps for c, _ in sub if c is not None})
+        scores = {(c.attack, c.steps, c.loss, c.target, c.eps): headline_scores(s)[0] for c, s in sub if c is not None}
+        keys = list(dict.fromkeys(k[:4] for k in scores))
+        lines += [f"**{model}, {label}**: clean {clean:.3f}; attacked score (÷ clean) per budget:", "",
+                  "| attack | loss | target | " + " | ".join(f"ε {e:g}" for e in budgets) + " |",
+                  "|---|---|---|" + "---|" * len(budgets)]
+        for attack, steps, loss, target in keys:
+            kind = _cell_text(Cell(attack, loss, target, 0.0, steps))[0]
+            values = [scores.get((attack, steps, loss, target, e)) for e in budgets]
+            lines.append(f"| {kind} | {loss} | {target} | " + " | ".join(
+                "–" if v is None else f"{v:.3f} ({v / max(clean, 1e-9):.2f}×)" for v in values) + " |")
+        lines.append("")
+    return lines
+
+
+def plot_full(rows, path: Path) -> None:
+    """The full grid: a row of panels per model, data set and attack, a panel per target, the score against ε with a
+    line per loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys((m, d) for m, d, *_ in rows))
+    kinds = list(dict.fromkeys((c.attack, c.steps) for _, _, c, *_ in rows if c is not None))
+    targets = list(dict.fromkeys(c.target for _, _, c, *_ in rows if c is not None))
+    panels = [(g, k) for g in groups for k in kinds]
+    fig, axes = plt.subplots(len(panels), len(targets), figsize=(4.2 * len(targets), 3.0 * len(panels)),
+                             squeeze=False)
+    for i, ((model, label), (attack, steps)) in enumerate(panels):
+        sub = [(c, s) for m, d, c, s, *_ in rows if (m, d) == (model, label)]
+        clean = next(headline_scores(s)[0] for c, s in sub if c is None)
+        losses = list(dict.fromkeys(c.loss for c, _ in sub if c is not None))
+        kind = _cell_text(Cell(attack, "", "", 0.0, steps))[0]
+        for ax, target in zip(axes[i], targets):
+            ax.axhline(clean, color="k", lw=1, label=f"clean [{clean:.3f}]")
+            for j, loss in enumerate(losses):
+                pts = sorted((c.eps, headline_scores(s)[0]) for c, s in sub if c is not None and
+                             (c.attack, c.steps, c.loss, c.target) == (attack, steps, loss, target))
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, "o-", ms=3, color=f"C{j}", label=loss)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
+            ax.set_xlabel("ε (grey levels)")
+            ax.set_ylabel("EAO" if label.lower().startswith("vot") else "success AUC")
+            ax.set_ylim(0, 1)
+            crops = "both crops" if target == "both" else f"the {target} crop"
+            ax.set_title(f"{model}, {label}: {kind} on {crops}", fontsize=8)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, ncol=2)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def plot(rows, path: Path) -> None:
@@ -177,11 +250,7 @@ def plot(rows, path: Path) -> None:
         ax.set_title(f"{model}, {label}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
 
 
 if __name__ == "__main__":

@@ -221,3 +221,18 @@ def test_a_cell_on_the_first_frames_tracks_only_those_into_its_own_folder(synthe
     assert dt.run_cells("siamfcpp_tiny", variables, ["vot"], [dt.Cell("clean", frames=2)],
                         {"vot": ("vot2018", seqs)}, str(tmp_path / "vot")) == []
     assert not (tmp_path / "vot").exists()
+
+
+def test_full_attack_grid_table_has_a_column_per_budget():
+    """``attack_table.py --grid full``: a row per attack, loss and target in grid order, a column per ε, each score
+    with its ratio to the clean score (hand-worked: 0.2 / 0.8 = 0.25); a cell not run shows ``–``."""
+    at = _script("attack_table")
+    cells = [at.Cell("pgd", "dua", "search", 2.0), at.Cell("pgd", "dua", "search", 8.0),
+             at.Cell("fgsm", "cls", "both", 8.0)]
+    scores = [{"success_auc": a, "precision": 1.0} for a in (0.8, 0.6, 0.2, 0.4)]
+    rows = [("m", "OTB", c, s) for c, s in zip([None] + cells, scores)]
+    lines = at.budget_tables(rows)
+    assert lines[0] == "**m, OTB**: clean 0.800; attacked score (÷ clean) per budget:"
+    assert lines[2:6] == ["| attack | loss | target | ε 2 | ε 8 |", "|---|---|---|---|---|",
+                          "| PGD-10 | dua | search | 0.600 (0.75×) | 0.200 (0.25×) |",
+                          "| FGSM | cls | both | – | 0.400 (0.50×) |"]
