@@ -42,7 +42,7 @@ from jaxtrack.eval.heldout import (
     user_sets,
 )
 from jaxtrack.eval.report import score_results
-from jaxtrack.fileio import atomic_write_text
+from jaxtrack.fileio import atomic_save_figure, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,17 +208,8 @@ def plot_full(rows, path: Path) -> None:
             ax.set_title(f"{model}, {label}: {kind} on {crops}", fontsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, ncol=2)
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_save_figure(fig, path)
 
 
 def plot(rows, path: Path) -> None:
@@ -250,7 +241,8 @@ def plot(rows, path: Path) -> None:
         ax.set_title(f"{model}, {label}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    _save(fig, path)
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ from jaxtrack.eval.heldout import (
 )
 from jaxtrack.eval.benchmark import protocol_of
 from jaxtrack.eval.report import score_results
-from jaxtrack.fileio import atomic_write_text
+from jaxtrack.fileio import atomic_save_figure, atomic_write_text
 from jaxtrack.timing import interleaved
 from jaxtrack.paths import shared_data_dir
 from jaxtrack.tracking.crop import channel_average
@@ -219,8 +219,9 @@ def all_grid(model: str, targets=("search", "template", "both"), strong_frames: 
     then the strongest adaptive attack on the search crop (:func:`strong_grid`, with its own clean and defended
     references) on the first ``strong_frames`` frames of each sequence (0: whole sequences; ~50x a PGD-10 cell).
     On a VOT set the cells cut to a few frames are skipped: EAO is defined over sequence lengths from 100 frames."""
+    surfaces = surfaces_grid(model, targets)
     strong = [dataclasses.replace(c, frames=strong_frames) for c in strong_grid(model, ("search",))]
-    return surfaces_grid(model, targets) + strong
+    return surfaces + [c for c in strong if c not in surfaces]  # strong_frames 0: its references are there already
 
 
 def grid(name: str, model: str, targets=("search", "template", "both"), strong_frames: int = 15) -> list[Cell]:
@@ -318,11 +319,15 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
             print(f"skipping {model} on {set_name}: no sequences")
             continue
         dataset, all_frames = data[set_name]
+        skipped = set()
         for cell in cells:
             seqs, cell_results = all_frames, results
             if cell.frames and protocol_of(dataset) == "vot":
                 # VOT2018's EAO averages expected overlaps over sequence lengths 100-356: undefined on a few frames
-                print(f"skipping {model} on {set_name} (first {cell.frames} frames): EAO needs whole sequences")
+                if cell.frames not in skipped:
+                    print(f"skipping {model}'s cells on the first {cell.frames} frames of {set_name}: EAO needs "
+                          "whole sequences")
+                skipped.add(cell.frames)
                 continue
             if cell.frames:  # a cell on the first frames only: its own results folder, as --max-frames
                 seqs = [s.head(cell.frames) for s in all_frames]
@@ -512,6 +517,7 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
 UNET_NAMES = {"bundled": "fixed-perturbation U-Net", "bundled-minmax": "min-max U-Net"}
 KIND_ORDER = ("none", "non-adaptive", "adaptive", "black box")
 TARGET_ORDER = ("–", "search", "template", "both")
+ATTACK_ORDER = (None, "fgsm", "bim", "pgd", "iou")
 
 
 def pivot(rows: list[dict], model: str) -> tuple[list, list[dict]]:
@@ -536,35 +542,47 @@ def pivot(rows: list[dict], model: str) -> tuple[list, list[dict]]:
         ratio = r["auc"] / clean[(r["set"], c.frames)] if clean.get((r["set"], c.frames)) else float("nan")
         defense = None if c.condition in ("clean", "attacked") else c.defense
         for kind in kinds:
-            key = (c.frames, KIND_ORDER.index(kind), c.attack_text(), TARGET_ORDER.index(c.target if c.attack else "–"))
+            key = (c.frames, KIND_ORDER.index(kind), ATTACK_ORDER.index(c.attack), c.steps, c.restarts, c.loss, c.eps,
+                   TARGET_ORDER.index(c.target if c.attack else "–"))
             entries.setdefault(key, {"kind": kind, "cell": c})[(r["set"], defense)] = (r["auc"], ratio)
     return [(s, d) for s in sets for d in [None] + unets], [entries[k] for k in sorted(entries)]
 
 
-def _column_text(column) -> str:
+def _defense_name(defense: str | None) -> str:
+    return "undefended" if defense is None else UNET_NAMES.get(defense, defense)
+
+
+def _column_text(column, protocols: dict) -> str:
     set_name, defense = column
-    metric = "EAO" if set_name == "vot" else "AUC"
-    return f"{SET_LABELS[set_name].split(' (')[0]} {metric}: {'undefended' if defense is None else UNET_NAMES.get(defense, defense)}"
+    metric = "EAO" if protocols.get(set_name) == "vot" else "AUC"
+    return f"{SET_LABELS[set_name].split(' (')[0]} {metric}: {_defense_name(defense)}"
+
+
+def _protocols(rows: list[dict]) -> dict:
+    """{set: "vot" | "ope"} of the rows (the set's scoring protocol)."""
+    return {r["set"]: r.get("protocol", "ope") for r in rows}
 
 
 def _entry_text(entry) -> str:
     c = entry["cell"]
-    return f"{entry['kind']} · {c.attack_text() if c.attack else 'no attack'}" + (f" ({c.target})" if c.attack else "") \
-        + (f" · first {c.frames} frames" if c.frames else "")
+    attack = f"{c.attack_text()} ({c.target})" if c.attack else "no attack"
+    return f"{entry['kind']} · {attack}" + (f" · first {c.frames} frames" if c.frames else "")
 
 
 def summary_tables(rows: list[dict]) -> list[str]:
     """One table per model (``--grid all``, :func:`pivot`): each entry ``score (÷ clean)``; ``–``: not run."""
-    lines = []
+    lines, protocols = [], _protocols(rows)
     for model in dict.fromkeys(r["model"] for r in rows):
         columns, entries = pivot(rows, model)
         lines += [f"**{model}** (score ÷ the clean score of the same sequences and frames):", "",
-                  "| kind | attack | crops | frames | " + " | ".join(map(_column_text, columns)) + " |",
+                  "| kind | attack | crops | frames | " + " | ".join(_column_text(c, protocols) for c in columns)
+                  + " |",
                   "|---|---|---|---|" + "---|" * len(columns)]
         for e in entries:
             c = e["cell"]
             values = [f"{e[col][0]:.3f} ({e[col][1]:.2f}×)" if col in e else "–" for col in columns]
-            lines.append(f"| {e['kind']} | {c.attack_text()} | {c.target if c.attack else '–'} | {c.frames_text()} | "
+            crops = c.target if c.attack else "–"
+            lines.append(f"| {e['kind']} | {c.attack_text()} | {crops} | {c.frames_text()} | "
                          + " | ".join(values) + " |")
         lines.append("")
     return lines
@@ -579,36 +597,30 @@ def plot_summary(rows: list[dict], path: Path) -> None:
 
     panels = [(m, s, pivot(rows, m)) for m in dict.fromkeys(r["model"] for r in rows)
               for s in dict.fromkeys(r["set"] for r in rows if r["model"] == m)]
-    panels = [(m, s, [c for c in columns if c[0] == s], [e for e in entries if any(c in e for c in columns if c[0] == s)])
-              for m, s, (columns, entries) in panels]  # each panel: its set's columns and the entries run there
-    longest = max(len(entries) for *_, entries in panels)
+    panels = [(m, s, [c for c in cols if c[0] == s], [e for e in entries if any(c in e for c in cols if c[0] == s)])
+              for m, s, (cols, entries) in panels]  # each panel: its set's columns and the entries run there
+    longest, protocols = max(len(entries) for *_, entries in panels), _protocols(rows)
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 0.42 * longest + 1.6), squeeze=False)
     colours = ["tab:gray", "tab:blue", "tab:purple", "tab:olive"]
     for ax, (model, set_name, mine, entries) in zip(axes[0], panels):
         height = 0.8 / len(mine)
         for j, col in enumerate(mine):
             ys = [i + (j - (len(mine) - 1) / 2) * height for i in range(len(entries))]
-            ax.barh(ys, [e[col][0] if col in e else 0.0 for e in entries], height=height, color=colours[j % 4],
-                    label=_column_text(col).split(": ")[1])
+            ax.barh(ys, [e[col][0] if col in e else float("nan") for e in entries], height=height,
+                    color=colours[j % 4], label=_defense_name(col[1]))
+            for y, e in zip(ys, entries):
+                if col not in e:  # a bar of length 0 would read as a score of 0
+                    ax.text(0.005, y, "not run", fontsize=5, va="center", color="0.4")
         ax.set_yticks(range(len(entries)), [_entry_text(e) for e in entries], fontsize=7)
         ax.invert_yaxis()
-        ax.set_xlabel("EAO" if set_name == "vot" else "success AUC")
+        ax.set_xlabel("EAO" if protocols.get(set_name) == "vot" else "success AUC")
         ax.set_xlim(0, 1.35)  # the legend right of the bars (every score is at most 1)
         ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_title(f"{model}, {SET_LABELS[set_name]}", fontsize=9)
         ax.grid(alpha=0.3, axis="x")
         ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_save_figure(fig, path)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -639,7 +651,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_xlim(0, 1)
         ax.set_title(f"{model}, {SET_LABELS[set_name]}", fontsize=9)
         ax.grid(alpha=0.3, axis="x")
-    _save(fig, path)
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
 
 
 def plot_convergence(conv: dict, path: Path) -> None:
@@ -661,7 +674,8 @@ def plot_convergence(conv: dict, path: Path) -> None:
             ax.set_title(f"{model}: adaptive, {loss}", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    _save(fig, path)
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -703,9 +717,12 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--strong-frames", type=int, default=15,
                         help="--grid all: the PGD-100 x 5 cells track the first N frames of each sequence (0: all)")
     parser.add_argument("--targets", default="search,template,both",
-                        help="--grid surfaces / strong: the attacked crops of the PGD cells (comma-separated)")
+                        help="--grid surfaces / strong / all: the attacked crops of the PGD cells (comma-separated)")
     args = parser.parse_args(argv)
     args.command = " ".join(sys.argv[1:] if argv is None else argv)
+    if args.max_frames and args.grid == "all":
+        parser.error("--grid all tracks whole sequences (its strongest attack: the first --strong-frames frames); "
+                     "--max-frames cuts every cell, use --grid surfaces / strong with it")
     if args.max_frames:
         args.results = str(Path(args.results) / f"first{args.max_frames}")
     plan = parse_plan(args.plan)

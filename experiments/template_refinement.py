@@ -39,7 +39,7 @@ from jaxtrack.eval.heldout import (
     user_sets,
 )
 from jaxtrack.eval.report import score_results
-from jaxtrack.fileio import atomic_write_text
+from jaxtrack.fileio import atomic_save_figure, atomic_write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,10 +151,7 @@ def plot(rows, path: Path) -> None:
     ax.legend(fontsize=7)
     ax.set_title("Adversarial template refinement", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_save_figure(fig, path)
 
 
 if __name__ == "__main__":

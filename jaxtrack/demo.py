@@ -31,6 +31,7 @@ from jaxtrack.data.sequence import load_otb_folder, write_boxes
 from jaxtrack.data.synthetic import SyntheticConfig, generate_dataset
 from jaxtrack.defense.checkpoint import bundled_defense
 from jaxtrack.eval import metrics
+from jaxtrack.fileio import atomic_save_figure
 from jaxtrack.tracking import create
 from jaxtrack.weights import load_weights
 
@@ -168,8 +169,5 @@ def plot_success(rows: list[DemoRow], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    atomic_save_figure(fig, path)
     return path

@@ -30,6 +30,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def atomic_save_figure(fig, path: str | os.PathLike, *, dpi: int = 120, **savefig_kwargs) -> Path:
+    """Save a Matplotlib figure to ``path`` through a temporary file in the same folder + ``os.replace`` (the format
+    from the suffix, PNG without one), then close the figure. Lay it out (``fig.tight_layout()``) before."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix[1:] or "png", **savefig_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_directory(dst: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a temporary sibling of ``dst`` and move it to ``dst`` only if the block succeeds.

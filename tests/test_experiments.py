@@ -171,7 +171,14 @@ def test_all_grid_is_every_surface_then_the_strong_attack_on_the_first_frames():
     dt = _script("defense_table")
     cells = dt.grid("all", "nanotrack_v2", strong_frames=15)
     whole = [c for c in cells if c.frames == 0]
-    assert whole == dt.surfaces_grid("nanotrack_v2")
+    # hand-counted: clean, 3 attacked PGD surfaces, IoU; per U-Net (fixed, min-max): defended, 3 non-adaptive,
+    # 3 adaptive, 3 adaptive margin, black box; then clean, per U-Net defended + PGD-10, 2 losses x 2 U-Nets PGD-100
+    assert dt.own_unets("nanotrack_v2") == ["bundled", "bundled-minmax"]
+    assert len(whole) == 5 + 2 * 11 and len(cells) == len(whole) + 1 + 2 * 2 + 4
+    assert len(set(cells)) == len(cells)
+    # on whole sequences (strong_frames 0) the strong part adds only its PGD-100 cells, never a cell twice
+    whole_strong = dt.grid("all", "nanotrack_v2", strong_frames=0)
+    assert len(set(whole_strong)) == len(whole_strong) == len(whole) + 4
     assert {c.target for c in whole if c.loss == "margin"} == {"search", "template", "both"}
     first = [c for c in cells if c.frames]
     assert {c.frames for c in first} == {15} and first[0].condition == "clean"
@@ -182,10 +189,10 @@ def test_all_grid_is_every_surface_then_the_strong_attack_on_the_first_frames():
 def test_summary_pivots_cells_into_one_row_per_attack():
     """The consolidated table: the undefended attacked cell fills both the non-adaptive and the adaptive row of its
     attack; a U-Net cell its own column; every ratio divides by the clean cell of the same set and frames
-    (hand-worked: 0.3 / 0.6 = 0.50, 0.2 / 0.8 = 0.25)."""
+    (hand-worked: 0.3 / 0.6 = 0.50, 0.2 / 0.8 = 0.25, 0.12 / 0.8 = 0.15)."""
     dt = _script("defense_table")
     pgd = dict(attack="pgd", loss="dua", eps=8.0, steps=10)
-    cells = [(dt.Cell("clean"), 0.8), (dt.Cell("attacked", **pgd), 0.1), (dt.Cell("adaptive", **pgd), 0.2),
+    cells = [(dt.Cell("clean"), 0.8), (dt.Cell("attacked", **pgd), 0.12), (dt.Cell("adaptive", **pgd), 0.2),
              (dt.Cell("non-adaptive", **pgd, defense="bundled-minmax"), 0.6),
              (dt.Cell("clean", frames=15), 0.6), (dt.Cell("adaptive", **pgd, frames=15), 0.3),
              (dt.Cell("non-adaptive", **pgd, where="search", ablation="where"), 0.7)]  # not in the summary
@@ -194,8 +201,8 @@ def test_summary_pivots_cells_into_one_row_per_attack():
     table = [line for line in lines if line.startswith("| ") and "kind" not in line]
     assert table == [
         "| none | – | – | whole | 0.800 (1.00×) | – | – |",
-        "| non-adaptive | PGD-10 dua ε8 | search | whole | 0.100 (0.12×) | – | 0.600 (0.75×) |",
-        "| adaptive | PGD-10 dua ε8 | search | whole | 0.100 (0.12×) | 0.200 (0.25×) | – |",
+        "| non-adaptive | PGD-10 dua ε8 | search | whole | 0.120 (0.15×) | – | 0.600 (0.75×) |",
+        "| adaptive | PGD-10 dua ε8 | search | whole | 0.120 (0.15×) | 0.200 (0.25×) | – |",
         "| none | – | – | first 15 | 0.600 (1.00×) | – | – |",
         "| adaptive | PGD-10 dua ε8 | search | first 15 | – | 0.300 (0.50×) | – |",
     ]

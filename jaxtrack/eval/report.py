@@ -14,9 +14,7 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence as _Seq
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 
 from jaxtrack.eval import metrics
 from jaxtrack.eval.benchmark import find_dataset_dir, find_trackers, load_results, protocol_of, result_folder
+from jaxtrack.fileio import atomic_save_figure
 
 __all__ = [
     "VISIBILITY_DATASETS",
@@ -218,22 +217,6 @@ def format_table(scores: Mapping[str, dict], protocol: str = "ope", fmt: str = "
     return "\n\n".join(parts) + "\n"
 
 
-def _atomic_savefig(fig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=out.suffix or ".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format=(out.suffix[1:] or "png"))
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return out
-
-
 def plot_scores(scores: Mapping[str, dict], out, dataset: str = "", protocol: str = "ope") -> Path:
     """OTB-toolkit style plots, one line per tracker with its score in the legend, written atomically.
 
@@ -280,6 +263,6 @@ def plot_scores(scores: Mapping[str, dict], out, dataset: str = "", protocol: st
             ax.grid(alpha=0.3)
             ax.legend(loc="lower right" if key != "success_curve" else "lower left", fontsize=8)
     try:
-        return _atomic_savefig(fig, out)
+        return atomic_save_figure(fig, out, bbox_inches="tight")
     finally:
         plt.close(fig)

@@ -40,7 +40,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -52,6 +51,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxtrack.fileio import atomic_save_figure
 from jaxtrack.train.mesh import maybe_initialize_distributed, replicate, shard_batch
 from jaxtrack.train.state import TrainState, abstract_state, create_train_state
 
@@ -261,12 +261,7 @@ def plot_metrics(metrics_path, out_png, title: str = "",
     ax_lr.set_xlabel("step")
     ax_lr.grid(True, alpha=0.3)
     fig.tight_layout()
-    out_png = Path(out_png)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out_png)
-    return out_png
+    return atomic_save_figure(fig, out_png, dpi=110)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
