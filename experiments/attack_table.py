@@ -107,8 +107,11 @@ def run(argv: list[str] | None = None) -> None:
 def _cell_text(cell: Cell | None) -> tuple[str, ...]:
     if cell is None:
         return ("clean", "–", "–", "–")
-    kind = "FGSM" if cell.attack == "fgsm" else f"{cell.attack.upper()}-{cell.steps}"
-    return (kind, cell.loss, cell.target, f"{cell.eps:g}")
+    return (_kind_text(cell.attack, cell.steps), cell.loss, cell.target, f"{cell.eps:g}")
+
+
+def _kind_text(attack: str, steps: int) -> str:
+    return "FGSM" if attack == "fgsm" else f"{attack.upper()}-{steps}"
 
 
 def _seconds_text(seconds: float | None) -> str:
@@ -164,12 +167,21 @@ def budget_tables(rows) -> list[str]:
                   "| attack | loss | target | " + " | ".join(f"ε {e:g}" for e in budgets) + " |",
                   "|---|---|---|" + "---|" * len(budgets)]
         for attack, steps, loss, target in keys:
-            kind = _cell_text(Cell(attack, loss, target, 0.0, steps))[0]
+            kind = _kind_text(attack, steps)
             values = [scores.get((attack, steps, loss, target, e)) for e in budgets]
             lines.append(f"| {kind} | {loss} | {target} | " + " | ".join(
                 "–" if v is None else f"{v:.3f} ({v / max(clean, 1e-9):.2f}×)" for v in values) + " |")
         lines.append("")
     return lines
+
+
+def _budget_axes(ax, label: str) -> None:
+    """Score (EAO on VOT, success AUC otherwise) against ε on a log-2 axis."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
+    ax.set_xlabel("ε (grey levels)")
+    ax.set_ylabel("EAO" if label.lower().startswith("vot") else "success AUC")
+    ax.set_ylim(0, 1)
 
 
 def plot_full(rows, path: Path) -> None:
@@ -190,7 +202,7 @@ def plot_full(rows, path: Path) -> None:
         sub = [(c, s) for m, d, c, s, *_ in rows if (m, d) == (model, label)]
         clean = next(headline_scores(s)[0] for c, s in sub if c is None)
         losses = list(dict.fromkeys(c.loss for c, _ in sub if c is not None))
-        kind = _cell_text(Cell(attack, "", "", 0.0, steps))[0]
+        kind = _kind_text(attack, steps)
         for ax, target in zip(axes[i], targets):
             ax.axhline(clean, color="k", lw=1, label=f"clean [{clean:.3f}]")
             for j, loss in enumerate(losses):
@@ -199,11 +211,7 @@ def plot_full(rows, path: Path) -> None:
                 if pts:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, "o-", ms=3, color=f"C{j}", label=loss)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
-            ax.set_xlabel("ε (grey levels)")
-            ax.set_ylabel("EAO" if label.lower().startswith("vot") else "success AUC")
-            ax.set_ylim(0, 1)
+            _budget_axes(ax, label)
             crops = "both crops" if target == "both" else f"the {target} crop"
             ax.set_title(f"{model}, {label}: {kind} on {crops}", fontsize=8)
             ax.grid(alpha=0.3)
@@ -233,11 +241,7 @@ def plot(rows, path: Path) -> None:
             pts.sort()
             xs, ys = zip(*pts)
             ax.plot(xs, ys, "o-" if len(pts) > 1 else "s", label=key, ms=4)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
-        ax.set_xlabel("ε (grey levels)")
-        ax.set_ylabel("EAO" if label.lower().startswith("vot") else "success AUC")
-        ax.set_ylim(0, 1)
+        _budget_axes(ax, label)
         ax.set_title(f"{model}, {label}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)

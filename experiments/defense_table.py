@@ -132,6 +132,10 @@ class Cell:
     def frames_text(self) -> str:
         return f"first {self.frames}" if self.frames else "whole"
 
+    def span_note(self, before: str = " ", after: str = "") -> str:
+        """``before + "first N frames" + after`` for a cell on the first N frames, "" on whole sequences."""
+        return f"{before}first {self.frames} frames{after}" if self.frames else ""
+
     def defense_text(self) -> str:
         if self.condition in ("clean", "attacked"):
             return "–"
@@ -351,8 +355,8 @@ def run_cells(model: str, variables, sets: list[str], cells: list[Cell], data: d
             rows.append({"model": model, "set": set_name, "cell": cell, "tracker": tracker.name, **main,
                          "seconds": seconds, "frames": int(sum(s.num_frames for s in seqs))})
             label = "EAO" if main["protocol"] == "vot" else "AUC"
-            span = f" (first {cell.frames} frames)" if cell.frames else ""
-            print(f"{model} {set_name} {tracker.name}{span}: {label} {main['auc']:.3f}", flush=True)
+            print(f"{model} {set_name} {tracker.name}{cell.span_note(' (', ')')}: {label} {main['auc']:.3f}",
+                  flush=True)
     return rows
 
 
@@ -471,7 +475,7 @@ def write_outputs(rows: list[dict], conv: dict, costs: dict, args) -> None:
         second = (f"{r['precision']:.3f}, {r['robustness']:.3f}" if r.get("protocol") == "vot"
                   else f"{r['precision']:.3f}")
         attack = c.attack_text() if c.attack is None or c.target == "search" else f"{c.attack_text()} ({c.target})"
-        attack += f" [first {c.frames} frames]" if c.frames else ""
+        attack += c.span_note(" [", "]")
         lines.append(f"| {r['model']} | {SET_LABELS[r['set']]} | {c.condition} | {attack} | "
                      f"{c.defense_text()} | {c.ablation or '–'} | {r['auc']:.3f} | {second} | "
                      f"{ratio:.2f} | {fps} |")
@@ -566,7 +570,7 @@ def _protocols(rows: list[dict]) -> dict:
 def _entry_text(entry) -> str:
     c = entry["cell"]
     attack = f"{c.attack_text()} ({c.target})" if c.attack else "no attack"
-    return f"{entry['kind']} · {attack}" + (f" · first {c.frames} frames" if c.frames else "")
+    return f"{entry['kind']} · {attack}{c.span_note(' · ')}"
 
 
 def summary_tables(rows: list[dict]) -> list[str]:
@@ -642,8 +646,7 @@ def plot(rows: list[dict], path: Path) -> None:
             c = r["cell"]
             attack = "" if c.attack_text() == "–" else f" · {c.attack_text()} ({c.target})"
             defense = "" if c.defense_text() == "–" else f" · {c.defense_text()}"
-            span = f" · first {c.frames} frames" if c.frames else ""
-            labels.append(f"{c.condition}{attack}{defense}{span}")
+            labels.append(f"{c.condition}{attack}{defense}{c.span_note(' · ')}")
         ax.barh(range(len(sub)), [r["auc"] for r in sub], color=[colours[r["cell"].condition] for r in sub])
         ax.set_yticks(range(len(sub)), labels, fontsize=7)
         ax.invert_yaxis()  # table order, top to bottom

@@ -262,7 +262,4 @@ def plot_scores(scores: Mapping[str, dict], out, dataset: str = "", protocol: st
                    xlim=(xs[0], xs[-1]), ylim=(0, 1))
             ax.grid(alpha=0.3)
             ax.legend(loc="lower right" if key != "success_curve" else "lower left", fontsize=8)
-    try:
-        return atomic_save_figure(fig, out, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    return atomic_save_figure(fig, out, bbox_inches="tight")  # closes the figure
